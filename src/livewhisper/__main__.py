@@ -1,0 +1,3 @@
+from livewhisper.cli import main
+
+main()

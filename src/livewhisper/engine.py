@@ -1,0 +1,278 @@
+"""The Whisper engine: one loaded model that turns 16 kHz audio into segments."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from livewhisper import models
+from livewhisper.errors import ModelError
+from livewhisper.transcript import Segment, Word
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+
+#: Temperatures tried in turn when a decode looks like a failure (faster-whisper's own).
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model to load, and where it runs."""
+
+    model: str = models.DEFAULT_MODEL
+    device: str = "auto"  # "cpu", "cuda" or "auto"
+    compute_type: str = "default"  # "default" is int8 on the CPU, float16 on CUDA
+    threads: int = 0  # CPU threads; 0 lets CTranslate2 choose
+    download: bool = True  # allow a Hub download for models not on this machine
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """How to decode. The defaults are faster-whisper's, with its VAD filter on."""
+
+    language: str | None = None
+    task: str = "transcribe"  # or "translate" (into English)
+    beam_size: int = 5
+    initial_prompt: str | None = None
+    word_timestamps: bool = False
+    vad_filter: bool = True
+    condition_on_previous_text: bool = True
+    temperature: tuple[float, ...] = FALLBACK_TEMPERATURES
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+    #: Drop a segment that is probably not speech: Whisper's no-speech probability
+    #: above this *and* a low average log-probability (see `is_hallucination`).
+    drop_no_speech_prob: float = 0.5
+    drop_logprob: float = -0.8
+
+    def for_utterance(self) -> TranscribeOptions:
+        """Settings for one live utterance that the segmenter already cut out of silence."""
+        return dataclasses.replace(self, vad_filter=False, condition_on_previous_text=False)
+
+
+@dataclass(frozen=True)
+class Transcription:
+    segments: list[Segment]
+    language: str | None
+    language_probability: float = 0.0
+    duration: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+
+@dataclass
+class FileInfo:
+    """What the engine learns about an input while transcribing it."""
+
+    language: str | None = None
+    language_probability: float = 0.0
+    duration: float = 0.0  # decoded so far
+    segments: list[Segment] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import ctranslate2
+
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    except Exception:  # a broken CUDA install reports itself as an error: use the CPU
+        return "cpu"
+
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    if compute_type != "default":
+        return compute_type
+    return "float16" if device == "cuda" else "int8"
+
+
+def is_hallucination(segment: Any, options: TranscribeOptions) -> bool:
+    """Whisper's tell-tale of text invented from silence or noise.
+
+    faster-whisper already skips a 30 s window when its no-speech probability is
+    above ``no_speech_threshold`` and the decode's average log-probability is below
+    ``log_prob_threshold``. Short noise bursts slip under that pair; this guard is
+    the same test with a lower bar, applied per segment. Real speech has a
+    no-speech probability far below 0.5, so it is never dropped by this.
+    """
+    return bool(
+        segment.no_speech_prob > options.drop_no_speech_prob
+        and segment.avg_logprob < options.drop_logprob
+    )
+
+
+class Engine:
+    """A loaded Whisper model. Not thread-safe: one thread owns it."""
+
+    def __init__(self, options: ModelOptions | None = None) -> None:
+        self.options = options or ModelOptions()
+        self.location = models.locate(self.options.model, download=self.options.download)
+        self.device = resolve_device(self.options.device)
+        self.compute_type = resolve_compute_type(self.options.compute_type, self.device)
+        from faster_whisper import WhisperModel
+
+        try:
+            self._model = WhisperModel(
+                str(self.location.path),
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=self.options.threads,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelError(
+                f"Cannot load model {self.options.model!r} from {self.location.path} on "
+                f"{self.device} ({exc}); check the model files, or try --device cpu "
+                "--compute-type int8."
+            ) from exc
+        self.multilingual = bool(self._model.model.is_multilingual)
+
+    @property
+    def name(self) -> str:
+        return self.location.name
+
+    def check(self, options: TranscribeOptions) -> None:
+        """Raise ModelError if this model cannot do what *options* ask."""
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        if options.language is not None and options.language not in _LANGUAGE_CODES:
+            raise ModelError(
+                f"Unknown language {options.language!r}: use a code such as en, es, fr, de "
+                "or ja, or leave --language out to detect it."
+            )
+        if not self.multilingual:
+            if options.language not in (None, "en"):
+                raise ModelError(
+                    f"Model {self.name} knows only English and cannot transcribe "
+                    f"{options.language!r}: use a multilingual model such as base "
+                    "(pip install 'livewhisper[base]') or small."
+                )
+            if options.task == "translate":
+                raise ModelError(
+                    f"Model {self.name} knows only English, so it cannot translate: "
+                    "use a multilingual model such as base or small."
+                )
+
+    def _decode(
+        self, audio: np.ndarray, options: TranscribeOptions
+    ) -> tuple[Iterable[Any], Any]:
+        language = options.language
+        if language is None and not self.multilingual:
+            language = "en"
+        return self._model.transcribe(  # type: ignore[no-any-return]
+            audio,
+            language=language,
+            task=options.task,
+            beam_size=options.beam_size,
+            initial_prompt=options.initial_prompt,
+            word_timestamps=options.word_timestamps,
+            vad_filter=options.vad_filter,
+            condition_on_previous_text=options.condition_on_previous_text,
+            temperature=list(options.temperature),
+            no_speech_threshold=options.no_speech_threshold,
+            log_prob_threshold=options.log_prob_threshold,
+            compression_ratio_threshold=options.compression_ratio_threshold,
+        )
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        """Transcribe 16 kHz mono float32 *audio*; times are shifted by *offset* seconds."""
+        options = options or TranscribeOptions()
+        raw, info = self._decode(audio, options)
+        segments = [
+            _segment(s, offset) for s in raw if not is_hallucination(s, options) and s.text.strip()
+        ]
+        return Transcription(
+            segments, info.language, info.language_probability, len(audio) / SAMPLE_RATE
+        )
+
+    def transcribe_blocks(
+        self,
+        blocks: Iterable[np.ndarray],
+        options: TranscribeOptions | None = None,
+        *,
+        window: float = 600.0,
+        info: FileInfo | None = None,
+        on_decoded: Callable[[float], None] | None = None,
+    ) -> Iterator[Segment]:
+        """Transcribe a long stream of 16 kHz blocks a window at a time.
+
+        At most about *window* seconds of audio are held at once, so an input of any
+        length fits in memory. A window is cut at its quietest point near the end,
+        never mid-word, and the rest carries over to the next window.
+        """
+        options = options or TranscribeOptions()
+        info = info if info is not None else FileInfo()
+        limit = int(window * SAMPLE_RATE)
+        pending: list[np.ndarray] = []
+        pending_len = 0
+        offset = 0.0
+        previous_text = ""
+
+        def run(audio: np.ndarray) -> Iterator[Segment]:
+            nonlocal offset, previous_text
+            opts = options
+            if options.condition_on_previous_text and previous_text:
+                prompt = f"{options.initial_prompt or ''} {previous_text}".strip()
+                opts = dataclasses.replace(options, initial_prompt=prompt[-800:])
+            result = self.transcribe(audio, opts, offset=offset)
+            if info.language is None:
+                info.language = result.language
+                info.language_probability = result.language_probability
+            offset += len(audio) / SAMPLE_RATE
+            if result.segments:
+                previous_text = result.text
+            info.segments.extend(result.segments)
+            yield from result.segments
+
+        for block in blocks:
+            pending.append(block)
+            pending_len += len(block)
+            info.duration += len(block) / SAMPLE_RATE
+            if on_decoded is not None:
+                on_decoded(info.duration)
+            if pending_len >= limit:
+                audio = np.concatenate(pending)
+                cut = quietest_cut(audio, search_from=max(0, limit - 15 * SAMPLE_RATE))
+                pending, pending_len = [audio[cut:]], len(audio) - cut
+                yield from run(audio[:cut])
+        if pending_len:
+            yield from run(np.concatenate(pending))
+
+
+def quietest_cut(audio: np.ndarray, search_from: int, hop: int = SAMPLE_RATE // 50) -> int:
+    """The sample index of the quietest 20 ms hop in ``audio[search_from:]``."""
+    tail = audio[search_from:]
+    n = len(tail) // hop
+    if n < 2:
+        return len(audio)
+    energy = np.square(tail[: n * hop].reshape(n, hop)).mean(axis=1)
+    # Smooth over 5 hops (100 ms) so a single quiet hop inside a word does not win.
+    smooth = np.convolve(energy, np.ones(5) / 5, mode="same")
+    return search_from + int(np.argmin(smooth)) * hop + hop // 2
+
+
+def _segment(s: Any, offset: float) -> Segment:
+    words = tuple(
+        Word(w.start + offset, w.end + offset, w.word, w.probability) for w in (s.words or ())
+    )
+    return Segment(
+        start=s.start + offset,
+        end=s.end + offset,
+        text=s.text.strip(),
+        words=words,
+        avg_logprob=s.avg_logprob,
+        no_speech_prob=s.no_speech_prob,
+        compression_ratio=s.compression_ratio,
+    )

@@ -1,0 +1,21 @@
+"""Errors a user can act on. Each message is one sentence that says what to do."""
+
+
+class LivewhisperError(Exception):
+    """Base class: the message is shown to the user as it is."""
+
+
+class ModelError(LivewhisperError):
+    """A model could not be found, assembled or loaded."""
+
+
+class AudioError(LivewhisperError):
+    """An audio input could not be read or decoded."""
+
+
+class DeviceError(LivewhisperError):
+    """An audio device could not be found, opened or kept open."""
+
+
+class OutputError(LivewhisperError):
+    """A transcript could not be written."""
