@@ -1,0 +1,241 @@
+"""Transcript formats, written a segment at a time.
+
+Every writer except ``json`` writes each segment as soon as it is given one, so a
+transcript on a pipe or on disk grows while the audio is transcribed, and a live
+session's ``--output`` file holds every line that was shown. ``json`` is one document
+and is written when the writer ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from livewhisper.errors import OutputError
+from livewhisper.transcript import Segment
+
+FORMATS = ("txt", "srt", "vtt", "json", "jsonl", "tsv")
+
+
+def timestamp(seconds: float, sep: str = ".", always_hours: bool = True) -> str:
+    """``01:02:03.456`` (``sep=","`` for SRT)."""
+    ms = max(0, round(seconds * 1000))
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    head = f"{hours:02d}:" if always_hours or hours else ""
+    return f"{head}{minutes:02d}:{secs:02d}{sep}{ms:03d}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class Writer:
+    """Base class: ``begin()``, ``write(segment)`` per segment, ``end()``."""
+
+    def __init__(self, out: TextIO, *, sync: bool = False) -> None:
+        self.out = out
+        self.sync = sync
+        self.count = 0
+
+    def begin(self) -> None:
+        pass
+
+    def write(self, segment: Segment, extra: Mapping[str, Any] | None = None) -> None:
+        text = self.format(segment, extra)
+        if text:
+            self._emit(text)
+        self.count += 1
+
+    def format(self, segment: Segment, extra: Mapping[str, Any] | None) -> str:
+        raise NotImplementedError
+
+    def end(self, meta: Mapping[str, Any] | None = None) -> None:
+        self._flush()
+
+    def _emit(self, text: str) -> None:
+        try:
+            self.out.write(text)
+        except OSError as exc:
+            raise _output_error(self.out, exc) from exc
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self.out.flush()
+            if self.sync:
+                os.fsync(self.out.fileno())
+        except OSError as exc:
+            raise _output_error(self.out, exc) from exc
+
+
+def _output_error(out: TextIO, exc: OSError) -> OutputError:
+    name = getattr(out, "name", "output")
+    return OutputError(f"Cannot write {name}: {exc.strerror or exc}.")
+
+
+class TxtWriter(Writer):
+    def format(self, segment: Segment, extra: Mapping[str, Any] | None) -> str:
+        text = _one_line(segment.text)
+        return f"{text}\n" if text else ""
+
+
+class SrtWriter(Writer):
+    def __init__(self, out: TextIO, *, sync: bool = False, first_index: int = 1) -> None:
+        super().__init__(out, sync=sync)
+        self.index = first_index
+
+    def format(self, segment: Segment, extra: Mapping[str, Any] | None) -> str:
+        text = _one_line(segment.text)
+        if not text:
+            return ""
+        start, end = timestamp(segment.start, ","), timestamp(segment.end, ",")
+        cue = f"{self.index}\n{start} --> {end}\n{text}\n\n"
+        self.index += 1
+        return cue
+
+
+class VttWriter(Writer):
+    def __init__(self, out: TextIO, *, sync: bool = False, header: bool = True) -> None:
+        super().__init__(out, sync=sync)
+        self.header = header
+
+    def begin(self) -> None:
+        if self.header:
+            self._emit("WEBVTT\n\n")
+
+    def format(self, segment: Segment, extra: Mapping[str, Any] | None) -> str:
+        text = _one_line(segment.text)
+        if not text:
+            return ""
+        if segment.words:
+            # Inline timestamp tags mark when each word is spoken (karaoke-style cues).
+            parts = [segment.words[0].word.strip()]
+            for w in segment.words[1:]:
+                parts.append(f"<{timestamp(w.start)}>{w.word.strip()}")
+            text = " ".join(p for p in parts if p)
+        return f"{timestamp(segment.start)} --> {timestamp(segment.end)}\n{text}\n\n"
+
+
+class TsvWriter(Writer):
+    """``start<TAB>end<TAB>text`` with times in integer milliseconds."""
+
+    def __init__(self, out: TextIO, *, sync: bool = False, header: bool = True) -> None:
+        super().__init__(out, sync=sync)
+        self.header = header
+
+    def begin(self) -> None:
+        if self.header:
+            self._emit("start\tend\ttext\n")
+
+    def format(self, segment: Segment, extra: Mapping[str, Any] | None) -> str:
+        text = _one_line(segment.text).replace("\t", " ")
+        if not text:
+            return ""
+        return f"{round(segment.start * 1000)}\t{round(segment.end * 1000)}\t{text}\n"
+
+
+class JsonlWriter(Writer):
+    """One JSON object per line: the segment's fields, plus *extra* (such as the file)."""
+
+    def format(self, segment: Segment, extra: Mapping[str, Any] | None) -> str:
+        record = {**(extra or {}), **segment.to_dict()}
+        return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+class JsonWriter(Writer):
+    """One JSON document: metadata, the segments and the whole text."""
+
+    def __init__(self, out: TextIO, *, sync: bool = False) -> None:
+        super().__init__(out, sync=sync)
+        self.segments: list[dict[str, Any]] = []
+
+    def format(self, segment: Segment, extra: Mapping[str, Any] | None) -> str:
+        self.segments.append(segment.to_dict())
+        return ""
+
+    def end(self, meta: Mapping[str, Any] | None = None) -> None:
+        document = {
+            **(meta or {}),
+            "text": " ".join(s["text"] for s in self.segments if s["text"]),
+            "segments": self.segments,
+        }
+        self._emit(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+
+
+def make_writer(fmt: str, out: TextIO, *, sync: bool = False) -> Writer:
+    """A writer for *fmt* (one of `FORMATS`) on the open text stream *out*."""
+    writers: dict[str, type[Writer]] = {
+        "txt": TxtWriter,
+        "srt": SrtWriter,
+        "vtt": VttWriter,
+        "tsv": TsvWriter,
+        "jsonl": JsonlWriter,
+        "json": JsonWriter,
+    }
+    try:
+        return writers[fmt](out, sync=sync)
+    except KeyError:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}") from None
+
+
+def format_for_path(path: str | os.PathLike[str], allowed: tuple[str, ...] = FORMATS) -> str:
+    """The format named by a file's extension (``.txt`` -> ``txt``)."""
+    ext = Path(path).suffix.lower().lstrip(".")
+    if ext == "text":
+        ext = "txt"
+    if ext not in allowed:
+        raise OutputError(
+            f"Cannot tell the format of {path} from its extension; "
+            f"name it with one of: {', '.join('.' + f for f in allowed)}."
+        )
+    return ext
+
+
+class AppendingTranscript:
+    """A transcript file that grows as a live session goes: appended, flushed and
+    synced to disk after every segment, so nothing shown is lost to a crash.
+
+    An existing file is continued: SRT numbering goes on from its last cue, and
+    the VTT and TSV headers are written only into an empty file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fmt: str | None = None) -> None:
+        self.path = Path(path)
+        self.fmt = fmt or format_for_path(path, ("txt", "srt", "vtt", "jsonl", "tsv"))
+        try:
+            existing = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise OutputError(f"Cannot write {self.path}: {exc.strerror or exc}.") from exc
+        self.writer: Writer
+        if self.fmt == "srt":
+            cues = sum(1 for line in existing.splitlines() if " --> " in line)
+            self.writer = SrtWriter(self._file, sync=True, first_index=cues + 1)
+        elif self.fmt == "vtt":
+            self.writer = VttWriter(self._file, sync=True, header=not existing.strip())
+        elif self.fmt == "tsv":
+            self.writer = TsvWriter(self._file, sync=True, header=not existing.strip())
+        else:
+            self.writer = make_writer(self.fmt, self._file, sync=True)
+        self.writer.begin()
+
+    def write(self, segment: Segment, extra: Mapping[str, Any] | None = None) -> None:
+        self.writer.write(segment, extra)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            try:
+                self.writer.end()
+            finally:
+                self._file.close()
+
+    def __enter__(self) -> AppendingTranscript:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
