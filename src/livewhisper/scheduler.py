@@ -1,0 +1,249 @@
+"""The one thread that owns the model, serving jobs from one or many live streams.
+
+Finals (closed utterances) always run before partials (the growing audio of an
+utterance still open), and streams take turns, so one busy stream cannot starve
+the others. Finals are never dropped: a stream with too many queued finals makes
+`submit` wait. Partials are best-effort: each stream keeps only its newest ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from livewhisper.engine import SAMPLE_RATE, TranscribeOptions, Transcription
+
+log = logging.getLogger(__name__)
+
+JobKind = Literal["final", "partial"]
+
+
+class Transcriber(Protocol):
+    """What the scheduler needs of an `Engine`."""
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription: ...
+
+
+@dataclass
+class Job:
+    """Audio of one utterance of one stream; *on_done* is called on the worker thread."""
+
+    stream: Hashable
+    kind: JobKind
+    utterance: int
+    audio: np.ndarray
+    offset: float
+    options: TranscribeOptions
+    on_done: Callable[[JobResult], None]
+    submitted: float = field(default_factory=time.monotonic)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job: Job
+    transcription: Transcription | None
+    error: BaseException | None = None
+    waited: float = 0.0  # seconds in the queue
+    ran: float = 0.0  # seconds transcribing
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Work waiting (and running): how many jobs and how many seconds of audio."""
+
+    finals: int = 0
+    partials: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Queues:
+    finals: deque[Job] = field(default_factory=deque)
+    partials: deque[Job] = field(default_factory=deque)
+
+
+class Scheduler:
+    """Runs jobs on one worker thread. `start`/`stop` are idempotent; use it as a
+    context manager to be sure the worker ends."""
+
+    def __init__(
+        self,
+        engine: Transcriber,
+        *,
+        max_finals_per_stream: int = 32,
+        max_partials_per_stream: int = 1,
+    ) -> None:
+        if max_finals_per_stream < 1 or max_partials_per_stream < 1:
+            raise ValueError("queue sizes must be at least 1")
+        self.engine = engine
+        self.max_finals = max_finals_per_stream
+        self.max_partials = max_partials_per_stream
+        self._streams: dict[Hashable, _Queues] = {}
+        self._turns: deque[Hashable] = deque()  # round-robin order of streams
+        self._running: Job | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Scheduler:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._work, name="livewhisper-engine", daemon=True
+                )
+                self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish the queued finals, drop the partials, and end the worker."""
+        with self._cond:
+            self._stop.set()
+            for q in self._streams.values():
+                q.partials.clear()
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    def __enter__(self) -> Scheduler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ jobs
+
+    def submit(self, job: Job, timeout: float | None = None) -> None:
+        """Queue *job*. A final waits while its stream has `max_finals_per_stream`
+        finals queued (TimeoutError after *timeout*); a partial replaces the stream's
+        oldest queued partial when the stream has too many."""
+        with self._cond:
+            if self._stop.is_set() and job.kind == "partial":
+                return
+            q = self._streams.get(job.stream)
+            if q is None:
+                q = self._streams[job.stream] = _Queues()
+                self._turns.append(job.stream)
+            if job.kind == "final":
+                if not self._cond.wait_for(lambda: len(q.finals) < self.max_finals, timeout):
+                    raise TimeoutError(f"stream {job.stream!r}: the final queue stayed full")
+                q.finals.append(job)
+            else:
+                if len(q.partials) >= self.max_partials:
+                    q.partials.popleft()
+                q.partials.append(job)
+            self._cond.notify_all()
+
+    def discard_partials(self, stream: Hashable) -> None:
+        """Drop a stream's queued partials (its utterance closed, or it went away)."""
+        with self._cond:
+            q = self._streams.get(stream)
+            if q is not None:
+                q.partials.clear()
+
+    def forget(self, stream: Hashable) -> None:
+        """Drop a stream that has ended; its queued finals still run."""
+        with self._cond:
+            q = self._streams.get(stream)
+            if q is not None:
+                q.partials.clear()
+                if not q.finals:
+                    del self._streams[stream]
+                    self._turns.remove(stream)
+
+    def wait_idle(self, stream: Hashable | None = None, timeout: float | None = None) -> bool:
+        """Wait until *stream* (or every stream) has no final queued or running."""
+
+        def idle() -> bool:
+            running = self._running
+            if stream is None:
+                busy = running is not None or any(q.finals for q in self._streams.values())
+            else:
+                q = self._streams.get(stream)
+                busy = bool(q and q.finals) or (
+                    running is not None and running.stream == stream and running.kind == "final"
+                )
+            return not busy
+
+        with self._cond:
+            return self._cond.wait_for(idle, timeout)
+
+    def backlog(self, stream: Hashable | None = None) -> Backlog:
+        """Queued and running work, for one stream or all: a view shows it as
+        "behind by N s"."""
+        with self._cond:
+            jobs = [
+                j
+                for s, q in self._streams.items()
+                if stream is None or s == stream
+                for j in (*q.finals, *q.partials)
+            ]
+            running = self._running
+            if running is not None and (stream is None or running.stream == stream):
+                jobs.append(running)
+        return Backlog(
+            finals=sum(j.kind == "final" for j in jobs),
+            partials=sum(j.kind == "partial" for j in jobs),
+            seconds=sum(j.seconds for j in jobs),
+        )
+
+    # ------------------------------------------------------------------ worker
+
+    def _next(self) -> Job | None:
+        """The next job, finals first, streams in turn; None once stopped and drained."""
+        with self._cond:
+            while True:
+                for kind in ("finals", "partials"):
+                    for _ in range(len(self._turns)):
+                        stream = self._turns[0]
+                        self._turns.rotate(-1)
+                        q: deque[Job] = getattr(self._streams[stream], kind)
+                        if q:
+                            job = q.popleft()
+                            self._running = job
+                            self._cond.notify_all()  # a submit may be waiting for room
+                            return job
+                if self._stop.is_set():
+                    return None
+                self._cond.wait()
+
+    def _work(self) -> None:
+        while (job := self._next()) is not None:
+            started = time.monotonic()
+            transcription: Transcription | None = None
+            error: BaseException | None = None
+            try:
+                transcription = self.engine.transcribe(job.audio, job.options, offset=job.offset)
+            except Exception as exc:  # handed to the job's owner, which can report it
+                error = exc
+            done = time.monotonic()
+            result = JobResult(job, transcription, error, started - job.submitted, done - started)
+            try:
+                job.on_done(result)
+            except Exception:
+                # One stream's broken callback must not stop the others' work.
+                log.exception("the result callback of stream %r failed", job.stream)
+            finally:
+                with self._cond:
+                    self._running = None
+                    self._cond.notify_all()
