@@ -401,3 +401,10 @@ def models_command() -> None:
     for m in models.local_models():
         table.add_row(m.name, m.origin, m.note, str(m.path) if m.path else "-")
     Console().print(table)
+
+
+from livewhisper.cli_live import check_command, devices_command, listen_command  # noqa: E402
+
+main.add_command(listen_command)
+main.add_command(devices_command)
+main.add_command(check_command)

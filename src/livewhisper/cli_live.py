@@ -1,0 +1,414 @@
+"""The live commands: ``listen``, ``devices`` and ``check``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from livewhisper import models
+from livewhisper.cli import (
+    MODEL_HELP,
+    build_model_options,
+    decode_options,
+    fail,
+    load_engine,
+    stderr_console,
+)
+from livewhisper.errors import LivewhisperError
+
+LISTEN_EPILOG = "The JSON events are described in docs/listen.md."
+
+
+def _live_model_options(func: Any) -> Any:
+    """The model options of `file`, except that --device here is the audio device."""
+    options = [
+        click.option(
+            "--model", "-m", default=models.DEFAULT_MODEL, show_default=True, help=MODEL_HELP
+        ),
+        click.option(
+            "--model-device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default="auto",
+            show_default=True,
+            help="Where the model runs.",
+        ),
+        click.option(
+            "--compute-type",
+            default="default",
+            show_default=True,
+            help="CTranslate2 compute type: int8, float16, float32... "
+            "'default' is int8 on the CPU and float16 on CUDA.",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="CPU threads for the model (0: let CTranslate2 choose).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.command("listen", epilog=LISTEN_EPILOG)
+@click.option(
+    "--device",
+    "-d",
+    default=None,
+    metavar="INDEX|NAME",
+    help="Input device: an index or part of a name from 'livewhisper devices' "
+    "(default: the system's default input).",
+)
+@click.option(
+    "--device-rate",
+    type=click.IntRange(min=1000),
+    default=None,
+    help="Open the device at this sample rate instead of its own default.",
+)
+@click.option(
+    "--input",
+    "-i",
+    "input_path",
+    default=None,
+    metavar="FILE|-",
+    help="Instead of a device: play FILE as if it were a microphone, or read raw "
+    "16-bit mono PCM from standard input (-).",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="With --input FILE: play this many times faster than real time (0: no pacing).",
+)
+@click.option(
+    "--rate",
+    type=click.IntRange(min=1000),
+    default=16000,
+    show_default=True,
+    help="With --input -: the sample rate of the raw PCM.",
+)
+@_live_model_options
+@decode_options
+@click.option(
+    "--vad-level",
+    type=click.IntRange(0, 3),
+    default=3,
+    show_default=True,
+    help="How strictly a frame must sound like speech (0 lenient, 3 strict).",
+)
+@click.option(
+    "--silence-ms",
+    type=click.IntRange(min=90),
+    default=500,
+    show_default=True,
+    help="Silence that ends an utterance, in milliseconds.",
+)
+@click.option(
+    "--max-utterance",
+    type=click.FloatRange(min=5.0),
+    default=15.0,
+    show_default=True,
+    help="Cut longer speech at its quietest point near this many seconds.",
+)
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["text", "jsonl"]),
+    default="text",
+    show_default=True,
+    help="Standard output: one line of text, or one JSON event, per utterance.",
+)
+@click.option(
+    "--output",
+    "-o",
+    default=None,
+    metavar="FILE",
+    help="Also append the transcript to FILE (.txt, .srt, .vtt, .jsonl or .tsv), "
+    "synced to disk after every utterance.",
+)
+@click.option(
+    "--save-audio", default=None, metavar="FILE.wav", help="Keep the session's audio (16 kHz)."
+)
+@click.option("--quiet", "-q", is_flag=True, help="No live view, no status messages.")
+def listen_command(
+    device: str | None,
+    device_rate: int | None,
+    input_path: str | None,
+    speed: float,
+    rate: int,
+    model: str,
+    model_device: str,
+    compute_type: str,
+    threads: int,
+    language: str | None,
+    task: str,
+    beam_size: int,
+    initial_prompt: str | None,
+    vad_level: int,
+    silence_ms: int,
+    max_utterance: float,
+    fmt: str,
+    output: str | None,
+    save_audio: str | None,
+    quiet: bool,
+) -> None:
+    """Transcribe the microphone live; Ctrl-C ends the session.
+
+    Each finished utterance is printed as a line (or a JSON event with
+    --format jsonl). On a terminal a live view on stderr shows the status,
+    the input level and the latency.
+
+    \b
+    Examples:
+      livewhisper listen
+      livewhisper listen --device USB --language en -o meeting.srt
+      livewhisper listen --format jsonl | jq -r .text
+      livewhisper listen --input talk.wav --speed 2
+      arecord -f S16_LE -r 16000 -c 1 -t raw | livewhisper listen --input -
+    """
+    from livewhisper.engine import TranscribeOptions
+    from livewhisper.live import AudioRecorder, Session, StreamOptions
+    from livewhisper.scheduler import Scheduler
+    from livewhisper.vad import SegmenterOptions
+
+    if input_path is not None and (device is not None or device_rate is not None):
+        raise click.UsageError("--input replaces the audio device: leave out --device.")
+    transcribe = TranscribeOptions(
+        language=language, task=task, beam_size=beam_size, initial_prompt=initial_prompt
+    ).for_utterance()
+    options = StreamOptions(
+        segmenter=SegmenterOptions(silence_ms=silence_ms, max_utterance_s=max_utterance),
+        transcribe=transcribe,
+        vad_level=vad_level,
+    )
+    console = stderr_console()
+    with contextlib.ExitStack() as stack:
+        try:
+            sinks = _open_outputs(stack, output)
+            recorder = None
+            if save_audio is not None:
+                recorder = AudioRecorder(save_audio)
+                stack.callback(recorder.close)
+            source = _open_source(input_path, device, device_rate, speed, rate)
+            stack.callback(source.close)
+            engine = load_engine(
+                build_model_options(model, model_device, compute_type, threads), transcribe
+            )
+        except LivewhisperError as exc:
+            raise click.ClickException(str(exc)) from exc
+        scheduler = stack.enter_context(Scheduler(engine))
+        session = Session(source, scheduler, options, sinks, recorder=recorder)
+        show_view = not quiet and console.is_terminal
+        stdout_is_view = show_view and sys.stdout.isatty()
+        view = None
+        if show_view:
+            from livewhisper.view import LiveView
+
+            view = LiveView(
+                console,
+                session.status,
+                model=engine.name,
+                device=source.name,
+                show_lines=not stdout_is_view,
+            )
+            session.sinks.append(view.add_final)
+            session.on_force = view.stop
+        line = _format_line(fmt)
+        if stdout_is_view and view is not None:
+            printer = view.print_line
+            session.sinks.insert(0, lambda e: printer(line(e)))
+        else:
+            session.sinks.insert(0, _stdout_sink(line))
+        if not quiet:
+            console.print(
+                f"Listening to {source.name} with {engine.name}; press Ctrl-C to stop.",
+                highlight=False,
+                markup=False,
+            )
+        try:
+            if view is not None:
+                with view:
+                    result = session.run()
+            else:
+                result = session.run()
+        except BrokenPipeError:
+            _quiet_stdout()
+            sys.exit(0)
+    if not quiet:
+        console.print(str(result.summary), highlight=False, markup=False)
+    if result.error is not None:
+        if isinstance(result.error.__cause__, BrokenPipeError):
+            _quiet_stdout()
+            sys.exit(0)
+        fail(str(result.error))
+        sys.exit(1)
+
+
+def _format_line(fmt: str) -> Any:
+    if fmt == "jsonl":
+        return lambda e: json.dumps(e.to_dict(), ensure_ascii=False)
+    return lambda e: e.text
+
+
+def _stdout_sink(line: Any) -> Any:
+    from livewhisper.errors import OutputError
+
+    def emit(event: Any) -> None:
+        try:
+            sys.stdout.write(line(event) + "\n")
+            sys.stdout.flush()
+        except OSError as exc:
+            raise OutputError(f"Cannot write standard output: {exc.strerror or exc}.") from exc
+
+    return emit
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (such as `| head`): stop without a traceback."""
+    import os
+
+    with contextlib.suppress(OSError):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+
+
+def _open_outputs(stack: contextlib.ExitStack, output: str | None) -> list[Any]:
+    from livewhisper.live import transcript_sink
+    from livewhisper.writers import AppendingTranscript
+
+    if output is None:
+        return []
+    transcript = AppendingTranscript(output)
+    stack.callback(transcript.close)
+    return [transcript_sink(transcript)]
+
+
+def _open_source(
+    input_path: str | None, device: str | None, device_rate: int | None, speed: float, rate: int
+) -> Any:
+    from livewhisper.sources import FileSource, Microphone, StdinSource, find_device
+
+    if input_path == "-":
+        return StdinSource(rate)
+    if input_path is not None:
+        return FileSource(input_path, speed=speed)
+    return Microphone(find_device(device), samplerate=device_rate).open()
+
+
+# --------------------------------------------------------------------------- devices
+
+
+@click.command("devices")
+def devices_command() -> None:
+    """List the audio input devices; * marks the default.
+
+    \b
+    Pass the index or part of the name to 'livewhisper listen --device'.
+    """
+    from livewhisper.sources import list_input_devices
+
+    try:
+        devices = list_input_devices()
+    except LivewhisperError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not devices:
+        raise click.ClickException(
+            "No audio input device found: plug in a microphone or check that the sound "
+            "server (PulseAudio, PipeWire) is running."
+        )
+    table = Table(box=None, header_style="bold")
+    for column in ("", "index", "name", "host API", "channels", "default rate"):
+        table.add_column(column, justify="right" if column in ("index", "channels") else "left")
+    for d in devices:
+        table.add_row(
+            "*" if d.default else "",
+            str(d.index),
+            d.name,
+            d.hostapi,
+            str(d.channels),
+            f"{d.samplerate:g} Hz",
+        )
+    Console(highlight=False).print(table)
+
+
+# --------------------------------------------------------------------------- check
+
+
+@click.command("check")
+@click.option("--device", "-d", default=None, metavar="INDEX|NAME", help="Device to test.")
+@click.option("--model", "-m", default=models.DEFAULT_MODEL, show_default=True, help=MODEL_HELP)
+@click.option(
+    "--seconds", type=click.FloatRange(0.5, 30), default=2.0, show_default=True, help="Level test."
+)
+def check_command(device: str | None, model: str, seconds: float) -> None:
+    """Check the set-up for live transcription: PortAudio, the input devices, a
+    level test of the microphone, and the model.
+
+    \b
+    Examples:
+      livewhisper check
+      livewhisper check --device USB --model base
+    """
+    out = Console(highlight=False)
+    problems = 0
+
+    def report(ok: bool, what: str, detail: str) -> None:
+        nonlocal problems
+        problems += not ok
+        mark = "[green]ok[/]  " if ok else "[red]FAIL[/]"
+        out.print(f"{mark} {what}: ", end="")
+        out.print(detail, markup=False)
+
+    from livewhisper.sources import Microphone, find_device, list_input_devices, sounddevice
+
+    try:
+        sd = sounddevice()
+        report(True, "PortAudio", sd.get_portaudio_version()[1])
+        devices = list_input_devices()
+        report(bool(devices), "input devices", ", ".join(str(d) for d in devices) or "none")
+        chosen = find_device(device)
+        report(True, "device", f"{chosen}, {chosen.channels} ch, {chosen.samplerate:g} Hz")
+        _level_test(Microphone(chosen, stall_timeout=seconds + 3), seconds, report)
+    except LivewhisperError as exc:
+        report(False, "audio", str(exc))
+    try:
+        location = models.locate(model, download=False)
+        report(True, "model", f"{location.name} ({location.origin}) at {location.path}")
+    except LivewhisperError as exc:
+        report(False, "model", str(exc))
+    if problems:
+        sys.exit(1)
+
+
+def _level_test(mic: Any, seconds: float, report: Any) -> None:
+    import numpy as np
+
+    from livewhisper.live import level_db
+
+    stop = threading.Event()
+    got: list[Any] = []
+    with mic:
+        for block in mic.blocks(stop):
+            got.append(block)
+            if sum(len(b) for b in got) >= seconds * 16000:
+                break
+    audio = np.concatenate(got) if got else np.zeros(0, np.float32)
+    rms = level_db(audio)
+    peak = 20 * np.log10(max(float(np.max(np.abs(audio), initial=0.0)), 1e-5))
+    heard = f"{len(audio) / 16000:.1f} s, level {rms:.0f} dBFS, peak {peak:.0f} dBFS"
+    if mic.overflows:
+        heard += f", {mic.overflows} overflows"
+    if peak < -60:
+        report(False, "level test", heard + ": silent; is the microphone muted or unplugged?")
+    else:
+        report(True, "level test", heard)

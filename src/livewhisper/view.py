@@ -1,0 +1,120 @@
+"""The Rich live view of a listening session, drawn on stderr."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.text import Text
+
+from livewhisper.live import StreamStatus
+from livewhisper.transcript import TextEvent
+
+_STATES = {
+    "listening": ("● listening", "green"),
+    "speech": ("● hearing speech", "bold yellow"),
+    "transcribing": ("● transcribing", "cyan"),
+}
+
+
+def meter(level_db: float, width: int = 20, floor: float = -60.0) -> Text:
+    """A bar for an input level in dBFS, *floor* (empty) to 0 (full)."""
+    fill = round(width * min(1.0, max(0.0, (level_db - floor) / -floor)))
+    style = "green" if level_db < -12 else "yellow" if level_db < -3 else "red"
+    bar = Text("▮" * fill, style=style)
+    bar.append("▯" * (width - fill), style="dim")
+    return bar
+
+
+class LiveView:
+    """Status line, level meter, model and device, last latency and, when *show_lines*,
+    the most recent finished lines. `status` is polled on each refresh."""
+
+    def __init__(
+        self,
+        console: Console,
+        status: Callable[[], StreamStatus],
+        *,
+        model: str,
+        device: str,
+        show_lines: bool = True,
+        lines: int = 5,
+        quiet_after: float = 10.0,
+        auto_refresh: bool = True,
+    ) -> None:
+        self.console = console
+        self.status = status
+        self.model = model
+        self.device = device
+        self.show_lines = show_lines
+        self.quiet_after = quiet_after
+        self.lines: deque[str] = deque(maxlen=lines)
+        self._live = Live(
+            console=console,
+            get_renderable=self.render,
+            auto_refresh=auto_refresh,
+            refresh_per_second=8,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+
+    def add_final(self, event: TextEvent) -> None:
+        if self.show_lines:
+            self.lines.append(event.text)
+
+    def print_line(self, line: str) -> None:
+        """Print a finished line above the live region, where it stays."""
+        self.console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+    def render(self) -> RenderableType:
+        s = self.status()
+        label, style = _STATES[s.state]
+        head = Text.assemble((label, style), "  ", meter(s.level_db), f" {s.level_db:4.0f} dBFS")
+        if s.last_latency is not None:
+            head.append(f"   last {s.last_latency:.2f} s", style="dim")
+        if s.behind >= 1.0:
+            head.append(f"   behind by {s.behind:.0f} s", style="bold red")
+        if s.overflows:
+            head.append(f"   overflows {s.overflows}", style="bold red")
+        info = Text(f"{self.model} · {self.device} · {_clock(s.time)}", style="dim")
+        parts: list[RenderableType] = [Text(line) for line in self.lines]
+        parts += [head, info]
+        if s.silent_for >= self.quiet_after and s.state == "listening":
+            parts.append(
+                Text(
+                    f"Nothing heard for {s.silent_for:.0f} s: check the microphone "
+                    f"(level {s.level_db:.0f} dBFS; is it muted, or the wrong device?)",
+                    style="bold yellow",
+                )
+            )
+        return Group(*parts)
+
+    def refresh(self) -> None:
+        self._live.refresh()
+
+    def start(self) -> LiveView:
+        self._live.start()
+        return self
+
+    def stop(self) -> None:
+        self._live.stop()
+
+    def __enter__(self) -> LiveView:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
