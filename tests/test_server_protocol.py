@@ -1,0 +1,509 @@
+"""The server's HTTP routes and WebSocket protocol, with real `websockets` clients.
+
+Most tests use a scripted stream (it reports how much audio it was fed) so that the
+protocol and its limits are tested on their own; the ``slow`` tests at the end run
+the real model on real speech, several sessions at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from livewhisper.server import LiveServer, ServerOptions, StreamRequest, running
+from livewhisper.transcript import TextEvent
+
+T = TypeVar("T")
+TIMEOUT = 20.0
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+class CountingStream:
+    """A stand-in for LiveStream: a partial per second of audio, a final on finish.
+
+    Events are emitted from another thread, as the scheduler's worker does.
+    """
+
+    worker = ThreadPoolExecutor(max_workers=1)
+
+    def __init__(self, request: StreamRequest, emit: Callable[[TextEvent], None]) -> None:
+        self.request = request
+        self.emit = emit
+        self.samples = 0
+        self.next_partial = 16_000
+        self.lock = threading.Lock()
+
+    def feed(self, samples: np.ndarray) -> None:
+        assert samples.dtype == np.float32 and samples.ndim == 1
+        assert float(np.max(np.abs(samples), initial=0.0)) <= 1.0
+        self.samples += len(samples)
+        while self.request.partials and self.samples >= self.next_partial:
+            t = self.next_partial / 16_000
+            self.worker.submit(self.emit, TextEvent("partial", 0, f"{t:.0f} s", 0.0, t))
+            self.next_partial += 16_000
+
+    def finish(self) -> None:
+        t = self.samples / 16_000
+        self.worker.submit(self.emit, TextEvent("final", 0, f"{t:.2f}", 0.0, t)).result()
+
+
+def tone(seconds: float, rate: int = 16_000) -> bytes:
+    n = int(seconds * rate)
+    wave = 0.3 * np.sin(2 * np.pi * 220 * np.arange(n) / rate)
+    return (wave * 32767).astype("<i2").tobytes()
+
+
+def frames(data: bytes, size: int = 3200) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def serve(**kw: Any) -> Any:
+    options = ServerOptions(port=0, **kw)
+    return running(options, CountingStream)
+
+
+def ws_url(server: LiveServer, path: str = "/ws", query: str = "") -> str:
+    return f"ws://127.0.0.1:{server.port}{path}{query}"
+
+
+async def recv_json(ws: ClientConnection) -> dict[str, Any]:
+    message = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert isinstance(message, str)
+    data = json.loads(message)
+    assert isinstance(data, dict)
+    return data
+
+
+async def recv_until(ws: ClientConnection, kind: str) -> list[dict[str, Any]]:
+    """Messages up to and including the first of type *kind*."""
+    seen = []
+    while True:
+        message = await recv_json(ws)
+        seen.append(message)
+        if message["type"] == kind:
+            return seen
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    """Wait for the server to close; the code and reason it gave."""
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert ws.close_code is not None
+    return ws.close_code, ws.close_reason or ""
+
+
+async def http_get(port: int, path: str, headers: str = "") -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), TIMEOUT)
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    fields = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    return status, fields, body
+
+
+async def session_of(server: LiveServer, audio: bytes, **start: Any) -> list[dict[str, Any]]:
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "start", **start}))
+        ready = await recv_json(ws)
+        assert ready["type"] == "ready"
+        for frame in frames(audio):
+            await ws.send(frame)
+        await ws.send(json.dumps({"type": "stop"}))
+        return await recv_until(ws, "stopped")
+
+
+# --- HTTP ------------------------------------------------------------------------------
+
+
+def test_pages_and_assets_are_served_and_nothing_else() -> None:
+    async def main() -> None:
+        async with serve() as server:
+            port = server.port
+            status, headers, body = await http_get(port, "/")
+            assert status == 200 and headers["content-type"].startswith("text/html")
+            assert b"app.js" in body
+            status, headers, body = await http_get(port, "/captions?session=local&bg=dark")
+            assert status == 200 and b"ws/captions" in body
+            for path, kind in [
+                ("/app.js", "text/javascript"),
+                ("/worklet.js", "text/javascript"),
+                ("/style.css", "text/css"),
+            ]:
+                status, headers, body = await http_get(port, path)
+                assert status == 200 and headers["content-type"].startswith(kind), path
+                assert int(headers["content-length"]) == len(body) > 100
+            for path in [
+                "/nope",
+                "/../pyproject.toml",
+                "/..%2f..%2fpyproject.toml",
+                "/%2e%2e/server.py",
+                "/web/app.js",
+                "//etc/passwd",
+                "/..\\server.py",
+                "/static/../../server.py",
+                "/server.py",
+            ]:
+                status, _, _ = await http_get(port, path)
+                assert status == 404, path
+
+    run(main())
+
+
+def test_websocket_paths_never_answer_404_to_plain_http() -> None:
+    async def main() -> None:
+        async with serve() as server:
+            for path in ["/ws", "/ws/whisper/", "/ws/whisper", "/ws/captions"]:
+                status, _, _ = await http_get(server.port, path)
+                assert status == 426, path  # Upgrade Required
+
+    run(main())
+
+
+# --- the protocol ---------------------------------------------------------------------
+
+
+def test_pcm_session_start_audio_stop() -> None:
+    async def main() -> None:
+        async with serve() as server:
+            messages = await session_of(server, tone(3.0))
+            partials = [m["text"] for m in messages if m["type"] == "partial"]
+            finals = [m for m in messages if m["type"] == "final"]
+            assert partials == ["1 s", "2 s", "3 s"]
+            assert [m["text"] for m in finals] == ["3.00"]
+            assert finals[0]["end"] == 3.0 and finals[0]["language"] is None
+
+    run(main())
+
+
+def test_other_sample_rates_are_resampled_to_16k() -> None:
+    async def main() -> None:
+        async with serve() as server:
+            messages = await session_of(server, tone(2.0, 48_000), sample_rate=48_000)
+            final = next(m for m in messages if m["type"] == "final")
+            assert abs(float(final["text"]) - 2.0) < 0.02
+
+    run(main())
+
+
+def test_audio_without_start_uses_defaults() -> None:
+    async def main() -> None:
+        async with serve() as server, connect(ws_url(server)) as ws:
+            for frame in frames(tone(1.5)):
+                await ws.send(frame)
+            assert (await recv_json(ws))["text"] == "1 s"
+
+    run(main())
+
+
+def test_partials_can_be_turned_off() -> None:
+    async def main() -> None:
+        async with serve() as server:
+            messages = await session_of(server, tone(2.0), partials=False)
+            assert [m["type"] for m in messages] == ["final", "stopped"]
+
+    run(main())
+
+
+def test_a_reconnecting_client_resumes_its_session() -> None:
+    async def main() -> None:
+        async with serve() as server:
+            async with connect(ws_url(server)) as ws:
+                await ws.send(json.dumps({"type": "start"}))
+                sid = (await recv_json(ws))["session"]
+                for frame in frames(tone(2.0)):
+                    await ws.send(frame)
+                while (await recv_json(ws))["text"] != "2 s":  # all of it arrived
+                    pass
+            # The connection dropped mid-utterance; the stream was flushed. Resume:
+            async with connect(ws_url(server)) as ws:
+                await ws.send(json.dumps({"type": "start", "session": sid}))
+                ready = await recv_json(ws)
+                assert ready["session"] == sid and ready["resumed"] is True
+                assert [h["text"] for h in ready["history"]] == ["2.00"]
+                first_id = ready["history"][0]["id"]
+                for frame in frames(tone(1.0)):
+                    await ws.send(frame)
+                await ws.send(json.dumps({"type": "stop"}))
+                messages = await recv_until(ws, "stopped")
+            final = next(m for m in messages if m["type"] == "final")
+            assert final["id"] > first_id
+            assert final["start"] == 2.0 and final["end"] == 3.0  # times continue
+            # An unknown session id starts a new one.
+            async with connect(ws_url(server)) as ws:
+                await ws.send(json.dumps({"type": "start", "session": "no-such-session"}))
+                ready = await recv_json(ws)
+                assert ready["resumed"] is False and ready["session"] != sid
+
+    run(main())
+
+
+def test_container_audio_on_both_paths(encoded_speech: Callable[[str, str], bytes]) -> None:
+    async def main() -> None:
+        async with serve() as server:
+            viewer = await connect(ws_url(server, "/ws/captions"))  # follows every session
+            assert (await recv_json(viewer))["type"] == "ready"
+            for path in ["/ws/whisper/", "/ws"]:
+                for fmt in ["webm", "ogg", "wav"]:
+                    data = encoded_speech("jfk.flac", fmt)
+                    async with connect(ws_url(server, path)) as ws:
+                        # MediaRecorder-like: chunks where only the first has the header.
+                        for chunk in frames(data, len(data) // 4 + 1):
+                            await ws.send(chunk)
+                    # The client left: its stream is flushed and its final published.
+                    event = await recv_json(viewer)
+                    while event["type"] != "final":
+                        event = await recv_json(viewer)
+                    assert abs(float(event["text"]) - 11.0) < 0.05, (path, fmt)
+            await viewer.close()
+
+    run(main())
+
+
+def test_compat_path_asks_for_finals_only() -> None:
+    async def main() -> None:
+        async with serve() as server:
+            viewer = await connect(ws_url(server, "/ws/captions"))
+            assert (await recv_json(viewer))["type"] == "ready"
+            async with connect(ws_url(server, "/ws/whisper/")) as ws:
+                await ws.send(tone(2.5))
+                await ws.send(b"")  # an empty chunk is harmless
+            # A simple client appends every message's text: its stream makes no partials
+            # (they would cost model time and be appended as text), only finals.
+            final = await recv_json(viewer)
+            assert final["type"] == "final" and final["text"] == "2.50"
+            await viewer.close()
+
+    run(main())
+
+
+# --- bad input --------------------------------------------------------------------------
+
+
+BAD_INPUTS: list[tuple[str, str, list[Any], int]] = [
+    ("odd byte count", "/ws", [b"\x00\x01\x02"], 1007),
+    ("text where audio is expected", "/ws", ["hello, audio"], 1003),
+    ("garbage JSON", "/ws", ['{"type": "start", '], 1007),
+    ("JSON that is not an object", "/ws", ['{"type": "start"} []'], 1007),
+    ("unknown control message", "/ws", ['{"type": "dance"}'], 1007),
+    ("bad sample rate", "/ws", ['{"type": "start", "sample_rate": "fast"}'], 1007),
+    ("bad language", "/ws", ['{"type": "start", "language": 5}'], 1007),
+    ("text on the audio-only path", "/ws/whisper/", ['{"type": "start"}'], 1003),
+    ("garbage after a WebM header", "/ws", [b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 40], 1007),
+    ("oversized message", "/ws", [b"\x00" * (70_000)], 1009),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "messages", "code"),
+    [case[1:] for case in BAD_INPUTS],
+    ids=[case[0] for case in BAD_INPUTS],
+)
+def test_bad_input_gets_its_close_code_and_others_carry_on(
+    path: str, messages: list[Any], code: int
+) -> None:
+    async def main() -> None:
+        async with serve(max_message_bytes=64_000) as server:
+            good = await connect(ws_url(server))
+            await good.send(json.dumps({"type": "start"}))
+            await recv_json(good)
+            await good.send(tone(1.0))
+
+            async with connect(ws_url(server, path), max_size=None) as bad:
+                for message in messages:
+                    await bad.send(message)
+                got, reason = await closed_with(bad)
+                assert got == code, reason
+                assert reason or code == 1009
+
+            # The good session is undisturbed.
+            await good.send(tone(1.0))
+            await good.send(json.dumps({"type": "stop"}))
+            messages_back = await recv_until(good, "stopped")
+            assert [m["text"] for m in messages_back if m["type"] == "final"] == ["2.00"]
+            await good.close()
+
+    run(main())
+
+
+def test_malformed_frames_close_with_protocol_error() -> None:
+    async def main() -> None:
+        async with serve() as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            assert response.startswith(b"HTTP/1.1 101")
+            # An unmasked client frame with a reserved opcode: a protocol violation.
+            writer.write(bytes([0x83, 0x02]) + b"hi")
+            data = await asyncio.wait_for(reader.read(), TIMEOUT)
+            writer.close()
+            assert data[0] == 0x88  # a close frame
+            assert int.from_bytes(data[2:4], "big") == 1002
+
+    run(main())
+
+
+def test_token_is_required_when_set() -> None:
+    async def main() -> None:
+        async with serve(token="s3cret") as server:
+            for query in ["", "?token=wrong", "?token="]:
+                with pytest.raises(InvalidStatus) as info:
+                    await connect(ws_url(server, query=query))
+                assert info.value.response.status_code == 401
+            async with connect(ws_url(server, query="?token=s3cret")) as ws:
+                await ws.send(json.dumps({"type": "start"}))
+                assert (await recv_json(ws))["type"] == "ready"
+            headers = {"Authorization": "Bearer s3cret"}
+            async with connect(ws_url(server, "/ws/captions"), additional_headers=headers) as ws:
+                assert (await recv_json(ws))["type"] == "ready"
+            assert server.url().endswith("?token=s3cret")
+
+    run(main())
+
+
+def test_origin_must_match_unless_allowed() -> None:
+    async def main() -> None:
+        async with serve(allow_origins=("https://studio.example",)) as server:
+            own = f"http://127.0.0.1:{server.port}"
+            for origin in ["https://evil.example", f"http://localhost:{server.port}"]:
+                with pytest.raises(InvalidStatus) as info:
+                    await connect(ws_url(server), origin=origin)  # type: ignore[arg-type]
+                assert info.value.response.status_code == 403
+            for origin in [own, "https://studio.example"]:
+                async with connect(ws_url(server), origin=origin) as ws:  # type: ignore[arg-type]
+                    await ws.send(json.dumps({"type": "start"}))
+                    assert (await recv_json(ws))["type"] == "ready"
+
+    run(main())
+
+
+def test_max_clients_answers_503_and_frees_the_slot() -> None:
+    async def main() -> None:
+        async with serve(max_clients=2) as server:
+            first = await connect(ws_url(server))
+            second = await connect(ws_url(server, "/ws/whisper/"))
+            with pytest.raises(InvalidStatus) as info:
+                await connect(ws_url(server))
+            assert info.value.response.status_code == 503
+            # Caption viewers do not take audio slots.
+            async with connect(ws_url(server, "/ws/captions")) as viewer:
+                assert (await recv_json(viewer))["type"] == "ready"
+            await first.close()
+            await asyncio.wait_for(_until(lambda: len(server.audio) < 2), TIMEOUT)
+            async with connect(ws_url(server)) as third:
+                await third.send(json.dumps({"type": "start"}))
+                assert (await recv_json(third))["type"] == "ready"
+            await second.close()
+
+    run(main())
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.01)
+
+
+def test_idle_clients_are_closed() -> None:
+    async def main() -> None:
+        async with serve(idle_timeout=0.5) as server, connect(ws_url(server)) as ws:
+            await ws.send(json.dumps({"type": "start"}))
+            await ws.send(tone(1.0))
+            messages = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    messages.append(json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)))
+            assert ws.close_code == 1008 and "idle" in (ws.close_reason or "")
+            # The open utterance was flushed before the close.
+            assert [m["text"] for m in messages if m["type"] == "final"] == ["1.00"]
+
+    run(main())
+
+
+def test_session_length_is_limited() -> None:
+    async def main() -> None:
+        async with serve(max_session_seconds=1.0) as server, connect(ws_url(server)) as ws:
+            await ws.send(json.dumps({"type": "start"}))
+            with pytest.raises(ConnectionClosed):
+                for _ in range(100):  # 5 s of audio, paced like a live client
+                    await ws.send(tone(0.05))
+                    await asyncio.sleep(0.05)
+            assert ws.close_code == 1008 and "session length" in (ws.close_reason or "")
+
+    run(main())
+
+
+def test_unanswered_pings_close_the_connection() -> None:
+    async def main() -> None:
+        async with serve(ping_interval=0.2, ping_timeout=0.3) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            # Never answer: the server pings, times out, and drops the connection.
+            data = await asyncio.wait_for(reader.read(), TIMEOUT)
+            writer.close()
+            assert data[0] == 0x89  # it did ping
+            await asyncio.wait_for(_until(lambda: not server.audio), TIMEOUT)
+
+    run(main())
+
+
+# --- caption viewers and the local microphone ------------------------------------------
+
+
+def test_caption_viewer_follows_a_session_and_the_local_microphone() -> None:
+    async def main() -> None:
+        async with serve() as server:
+            async with connect(ws_url(server)) as ws:
+                await ws.send(json.dumps({"type": "start"}))
+                sid = (await recv_json(ws))["session"]
+                viewer = await connect(ws_url(server, "/ws/captions", f"?session={sid}"))
+                assert (await recv_json(viewer))["type"] == "ready"
+                await ws.send(tone(1.0))
+                event = await recv_json(viewer)
+                assert event == {**event, "type": "partial", "text": "1 s", "session": sid}
+                await viewer.close()
+
+            with pytest.raises(InvalidStatus):
+                await connect(ws_url(server, "/nope"))
+            unknown = await connect(ws_url(server, "/ws/captions", "?session=unknown"))
+            code, _ = await closed_with(unknown)
+            assert code == 1008
+
+            auto = await connect(ws_url(server, "/ws/captions"))
+            assert (await recv_json(auto))["type"] == "ready"
+            emit = server.local_emitter()
+            threading.Thread(
+                target=emit, args=(TextEvent("final", 7, "from the local microphone", 1, 2),)
+            ).start()
+            event = await recv_json(auto)
+            assert event["text"] == "from the local microphone" and event["session"] == "local"
+            await auto.close()
+            # A viewer that comes later sees the recent lines first.
+            late = await connect(ws_url(server, "/ws/captions", "?session=local"))
+            assert (await recv_json(late))["type"] == "ready"
+            assert (await recv_json(late))["text"] == "from the local microphone"
+            await late.close()
+
+    run(main())
