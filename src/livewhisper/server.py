@@ -28,11 +28,12 @@ import json
 import logging
 import secrets
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -44,6 +45,12 @@ from websockets.http11 import Request, Response
 from livewhisper.containers import ContainerError, ContainerKind, StreamDecoder, sniff
 from livewhisper.errors import LivewhisperError
 from livewhisper.transcript import TextEvent, Word
+
+if TYPE_CHECKING:
+    from livewhisper.live import StreamOptions
+    from livewhisper.scheduler import Scheduler
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +99,7 @@ class ServerOptions:
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     resume_seconds: float = 300.0  # how long a disconnected session can be resumed
-    busy_seconds: float = 4.0  # audio waiting for the model before a session is "busy"
+    busy_utterances: int = 1  # utterances of a session waiting for the model before "busy"
 
     @property
     def tls(self) -> bool:
@@ -116,7 +123,7 @@ class AudioStream(Protocol):
 
     def feed(self, samples: np.ndarray) -> None: ...
 
-    def finish(self) -> None: ...
+    def finish(self) -> object: ...
 
 
 #: Makes a stream for a connection; the callback may be called from any thread.
@@ -326,18 +333,22 @@ class AudioConnection:
             self.loop.create_task(self.ws.close(error.code, error.reason))
 
     async def _watch_backlog(self) -> None:
-        """Tell the client when its audio waits for the model longer than it should."""
-        limit = self.server.options.busy_seconds
+        """Tell the client when its utterances queue up behind the model ("busy").
+
+        One utterance being transcribed is normal; a second one waiting behind it
+        means the text falls behind the speech.
+        """
+        limit = self.server.options.busy_utterances
         while True:
             await asyncio.sleep(0.25)
             stream = self.stream
-            behind = self.server.backlog(stream) if stream is not None else 0.0
-            busy = behind > limit if not self.busy else behind > limit / 2
+            waiting, seconds = self.server.backlog(stream) if stream is not None else (0, 0.0)
+            busy = waiting > limit
             if busy != self.busy:
                 self.busy = busy
                 if not self.compat:
                     state = "busy" if busy else "ok"
-                    self.send({"type": "status", "state": state, "behind": round(behind, 1)})
+                    self.send({"type": "status", "state": state, "behind": round(seconds, 1)})
 
     # Control messages.
 
@@ -570,11 +581,11 @@ class LiveServer:
         options: ServerOptions,
         make_stream: StreamFactory,
         *,
-        backlog: Callable[[AudioStream], float] | None = None,
+        backlog: Callable[[AudioStream], tuple[int, float]] | None = None,
     ) -> None:
         self.options = options
         self.make_stream = make_stream
-        self.backlog = backlog or (lambda stream: 0.0)
+        self.backlog = backlog or (lambda stream: (0, 0.0))
         self.hub = Hub(options.resume_seconds)
         self.audio: set[AudioConnection] = set()
         self.viewers = 0
@@ -789,7 +800,7 @@ async def running(
     options: ServerOptions,
     make_stream: StreamFactory,
     *,
-    backlog: Callable[[AudioStream], float] | None = None,
+    backlog: Callable[[AudioStream], tuple[int, float]] | None = None,
 ) -> AsyncIterator[LiveServer]:
     """``async with running(options, factory) as server:`` serves until the block ends."""
     server = LiveServer(options, make_stream, backlog=backlog)
@@ -802,3 +813,117 @@ async def running(
 
 def generate_token() -> str:
     return secrets.token_urlsafe(16)
+
+
+# --- running the server beside the live stream -----------------------------------------
+
+
+def live_streams(
+    scheduler: Scheduler, options: StreamOptions | None = None
+) -> tuple[StreamFactory, Callable[[AudioStream], tuple[int, float]]]:
+    """A factory of `LiveStream`s over *scheduler* (one per connection), and their backlog:
+    utterances queued or running, and their seconds of audio.
+
+    A client's ``language`` replaces the one in *options*; the engine checks it first,
+    so a language the model does not know is refused when the stream starts.
+    """
+    from livewhisper.live import LiveStream, StreamOptions
+
+    base = options or StreamOptions()
+    check = getattr(scheduler.engine, "check", None)
+
+    def make(request: StreamRequest, emit: Callable[[TextEvent], None]) -> AudioStream:
+        stream_options = base
+        if request.language is not None:
+            transcribe = dataclasses.replace(base.transcribe, language=request.language)
+            if check is not None:
+                check(transcribe)
+            stream_options = dataclasses.replace(base, transcribe=transcribe)
+        return LiveStream(scheduler, stream_options, emit)
+
+    def backlog(stream: AudioStream) -> tuple[int, float]:
+        key = getattr(stream, "key", None)
+        if key is None:
+            return 0, 0.0
+        waiting = scheduler.backlog(key)
+        return waiting.finals, waiting.seconds
+
+    return make, backlog
+
+
+class ServerThread:
+    """The server on its own event loop thread, for a program that is not asyncio.
+
+    ``start`` returns once the port is bound (or raises what stopped it); ``stop``
+    closes every connection (their open utterances are transcribed) and ends the
+    thread. Both are idempotent; it is also a context manager.
+    """
+
+    def __init__(
+        self,
+        options: ServerOptions,
+        make_stream: StreamFactory,
+        *,
+        backlog: Callable[[AudioStream], tuple[int, float]] | None = None,
+    ) -> None:
+        self.server = LiveServer(options, make_stream, backlog=backlog)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> ServerThread:
+        if self._thread is not None:
+            return self
+        self._thread = threading.Thread(target=self._run, name="livewhisper-server", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            await self.server.start()
+        except BaseException as exc:
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.server.close()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        loop, stop, thread = self._loop, self._stop, self._thread
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop has just ended
+                loop.call_soon_threadsafe(stop.set)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def url(self, path: str = "/", host: str | None = None) -> str:
+        return self.server.url(path, host)
+
+    def local_emitter(self) -> Callable[[TextEvent], None]:
+        loop = self._loop
+        assert loop is not None, "start the server first"
+        future = asyncio.run_coroutine_threadsafe(_call(self.server.local_emitter), loop)
+        return future.result()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _call(func: Callable[[], T]) -> T:
+    return func()

@@ -1,0 +1,253 @@
+"""The ``--serve`` options of ``livewhisper listen``, and starting the server from the CLI.
+
+`serve_options` adds the options to a click command and hands the command one
+``serve`` argument: None without ``--serve``, else a `ServeSettings`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich.console import Console
+
+from livewhisper.errors import LivewhisperError
+from livewhisper.server import ServerOptions, ServerThread, generate_token, is_loopback
+
+if TYPE_CHECKING:
+    from livewhisper.live import StreamOptions
+    from livewhisper.scheduler import Scheduler
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NAMES = (
+    "serve",
+    "host",
+    "port",
+    "token",
+    "no_token",
+    "allow_origin",
+    "certfile",
+    "keyfile",
+    "self_signed",
+    "max_clients",
+    "max_session",
+    "idle_timeout",
+)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``--serve`` and its options asked for."""
+
+    options: ServerOptions
+    self_signed: bool = False
+    no_token: bool = False
+
+
+def serve_options(func: F) -> F:
+    """Add ``--serve`` and the server's options; the command gets ``serve=ServeSettings|None``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in _NAMES}
+        kwargs["serve"] = settings_from(values) if values["serve"] else None
+        return func(*args, **kwargs)
+
+    defaults = ServerOptions()
+    options = [
+        click.option(
+            "--serve",
+            is_flag=True,
+            help="Also serve a web page where browsers are remote microphones, "
+            "a caption view, and a WebSocket API (see docs/server.md).",
+        ),
+        click.option(
+            "--host",
+            default=defaults.host,
+            show_default=True,
+            help="With --serve: the address to bind; 0.0.0.0 for every interface.",
+        ),
+        click.option(
+            "--port",
+            type=click.IntRange(0, 65535),
+            default=defaults.port,
+            show_default=True,
+            help="With --serve: the port (0: any free port).",
+        ),
+        click.option(
+            "--token",
+            default=None,
+            help="With --serve: a secret every connection must give (?token=...). "
+            "Off loopback one is generated and printed unless --no-token.",
+        ),
+        click.option(
+            "--no-token",
+            is_flag=True,
+            help="With --serve off loopback: allow anyone who can reach the port.",
+        ),
+        click.option(
+            "--allow-origin",
+            multiple=True,
+            metavar="ORIGIN",
+            help="With --serve: another web origin whose pages may connect "
+            "(e.g. https://studio.example); repeatable; * for any.",
+        ),
+        click.option(
+            "--certfile",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="With --serve: serve https with this certificate (PEM).",
+        ),
+        click.option(
+            "--keyfile",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="With --certfile: its private key (PEM), if not in the certificate file.",
+        ),
+        click.option(
+            "--self-signed",
+            is_flag=True,
+            help="With --serve: serve https with a self-signed certificate made with openssl "
+            "(browsers on other machines need https for the microphone).",
+        ),
+        click.option(
+            "--max-clients",
+            type=click.IntRange(min=1),
+            default=defaults.max_clients,
+            show_default=True,
+            help="With --serve: browsers streaming audio at once.",
+        ),
+        click.option(
+            "--max-session",
+            type=click.FloatRange(min=1),
+            default=defaults.max_session_seconds / 60,
+            show_default=True,
+            help="With --serve: minutes a connection may last.",
+        ),
+        click.option(
+            "--idle-timeout",
+            type=click.FloatRange(min=1),
+            default=defaults.idle_timeout,
+            show_default=True,
+            help="With --serve: seconds without audio before a connection is closed.",
+        ),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+def settings_from(values: dict[str, Any]) -> ServeSettings:
+    """Check the option values together; raise click.UsageError for a bad combination."""
+    if values["keyfile"] and not values["certfile"]:
+        raise click.UsageError("--keyfile goes with --certfile.")
+    if values["self_signed"] and values["certfile"]:
+        raise click.UsageError("Use --self-signed or --certfile, not both.")
+    if values["token"] is not None and values["no_token"]:
+        raise click.UsageError("Use --token or --no-token, not both.")
+    if values["token"] == "":
+        raise click.UsageError("--token cannot be empty.")
+    options = ServerOptions(
+        host=values["host"],
+        port=values["port"],
+        token=values["token"],
+        allow_origins=tuple(values["allow_origin"]),
+        certfile=values["certfile"],
+        keyfile=values["keyfile"],
+        max_clients=values["max_clients"],
+        max_session_seconds=values["max_session"] * 60,
+        idle_timeout=values["idle_timeout"],
+    )
+    return ServeSettings(options, self_signed=values["self_signed"], no_token=values["no_token"])
+
+
+def prepare(settings: ServeSettings, console: Console) -> ServerOptions:
+    """Final server options: a token off loopback, a certificate for --self-signed."""
+    options = settings.options
+    if not options.loopback and options.token is None and not settings.no_token:
+        options = replace(options, token=generate_token())
+    if settings.self_signed:
+        from livewhisper import tls
+
+        cert = tls.self_signed(tls.local_names(options.host))
+        options = replace(options, certfile=str(cert.certfile), keyfile=str(cert.keyfile))
+        console.print(
+            f"Self-signed certificate for {', '.join(cert.names)}; browsers will warn once. "
+            f"SHA-256 fingerprint: {cert.fingerprint}",
+            highlight=False,
+            markup=False,
+        )
+    elif options.certfile is not None:
+        from livewhisper import tls
+
+        tls.check_pair(options.certfile, options.keyfile)
+    return options
+
+
+@contextlib.contextmanager
+def serving(
+    settings: ServeSettings,
+    scheduler: Scheduler,
+    stream_options: StreamOptions | None,
+    console: Console,
+) -> Iterator[ServerThread]:
+    """Start the server over *scheduler*, print where to open it, stop it at the end."""
+    from livewhisper.server import live_streams
+
+    options = prepare(settings, console)
+    make, backlog = live_streams(scheduler, stream_options)
+    server = ServerThread(options, make, backlog=backlog)
+    try:
+        server.start()
+    except OSError as exc:
+        raise LivewhisperError(
+            f"Cannot serve on {options.host}:{options.port} ({exc.strerror or exc}); "
+            "choose another --port or --host."
+        ) from exc
+    try:
+        announce(server, options, settings, console)
+        yield server
+    finally:
+        server.stop()
+
+
+def announce(
+    server: ServerThread, options: ServerOptions, settings: ServeSettings, console: Console
+) -> None:
+    def say(text: str, style: str | None = None) -> None:
+        console.print(text, style=style, highlight=False, markup=False)
+
+    say(f"Serving on {server.url('/')}  (open it in a browser)", "bold")
+    say(f"Captions:   {server.url('/captions')}")
+    if options.host in ("0.0.0.0", "::"):
+        from livewhisper import tls
+
+        for name in tls.local_names(options.host):
+            if not is_loopback(name) and any(c.isdigit() for c in name.split(".")[0]):
+                say(f"On the LAN: {server.url('/', host=name)}")
+    if not options.loopback:
+        if options.token is None:
+            say(
+                "Warning: serving off loopback without a token: anyone who can reach "
+                "this port can use the microphone API and read transcripts.",
+                "yellow",
+            )
+        if not options.tls:
+            say(
+                "Note: browsers on other machines allow the microphone only over https; "
+                "add --self-signed (or --certfile/--keyfile).",
+                "yellow",
+            )
+
+
+def serve_until_interrupted(stop: threading.Event | None = None) -> None:
+    """Block until Ctrl-C (or *stop* is set); the caller's ``serving`` block then stops."""
+    stop = stop or threading.Event()
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()  # a signal interrupts the wait on the main thread
