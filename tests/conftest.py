@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vmic import private_mic, virtual_mic  # noqa: F401  (fixtures)
+
 DATA = Path(__file__).parent / "data"
 
 

@@ -151,8 +151,10 @@ class LiveStream:
     def _handle(self, events: list[Any]) -> None:
         for event in events:
             if isinstance(event, SpeechStarted):
+                log.info("utterance %d: speech started at %.2f s", event.id, event.start)
                 self._last_heard = self.segmenter.time
             elif isinstance(event, UtteranceClosed):
+                log.info("utterance %d: closed at %.2f s", event.id, event.end)
                 self._last_heard = event.end
                 with self._lock:
                     self._arrived[event.id] = time.monotonic()

@@ -1,0 +1,298 @@
+"""`livewhisper listen` end to end: the real CLI as a subprocess, the real model,
+real speech through a real PortAudio device (the virtual microphone), a file, stdin."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmic import VirtualMic
+
+DATA = Path(__file__).parent / "data"
+
+pytestmark = pytest.mark.slow
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / max(1, len(ref))
+
+
+class Listen:
+    """``livewhisper -v listen ARGS`` running, its output collected line by line."""
+
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, stdin: bytes | None = None
+    ) -> None:
+        env = {k: v for k, v in (env or os.environ).items() if k not in ("FORCE_COLOR", "NO_COLOR")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "livewhisper", "-v", "listen", *args],
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self._cond = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(name, pipe), daemon=True)
+            for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))
+        ]
+        for t in self._readers:
+            t.start()
+        if stdin is not None:
+            threading.Thread(target=self._write, args=(stdin,), daemon=True).start()
+
+    def _write(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def _read(self, name: str, pipe: object) -> None:
+        for raw in pipe:  # type: ignore[attr-defined]
+            with self._cond:
+                self.lines[name].append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, name: str, found: Callable[[list[str]], bool], timeout: float) -> None:
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: found(self.lines[name]) or self.proc.poll() is not None, timeout
+            ):
+                pytest.fail(f"timed out waiting on {name}:\n{self.report()}")
+            if not found(self.lines[name]):
+                self.finish(5)
+                pytest.fail(f"exited before the expected {name} output:\n{self.report()}")
+
+    def wait_line(self, name: str, text: str, timeout: float) -> None:
+        self.wait_for(name, lambda lines: any(text in line for line in lines), timeout)
+
+    def interrupt(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+
+    def finish(self, timeout: float) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"did not exit:\n{self.report()}")
+        for t in self._readers:
+            t.join(5)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return rc
+
+    @property
+    def stdout(self) -> list[str]:
+        return self.lines["stdout"]
+
+    def errors(self) -> list[str]:
+        return [line for line in self.lines["stderr"] if "error:" in line.lower()]
+
+    def report(self) -> str:
+        return "\n".join(["--- stdout", *self.stdout, "--- stderr", *self.lines["stderr"]])
+
+
+def pcm(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+# --------------------------------------------------------------------------- microphone
+
+
+@pytest.mark.mic
+def test_microphone_jsonl_output_file_and_ctrl_c(
+    virtual_mic: VirtualMic, tmp_path: Path, references: dict[str, str]
+) -> None:
+    out, audio = tmp_path / "live.srt", tmp_path / "session.wav"
+    run = Listen(
+        ["--device", "pulse", "--format", "jsonl", "-o", str(out), "--save-audio", str(audio)],
+        virtual_mic.environ(),
+    )
+    run.wait_line("stderr", "Listening to pulse (ALSA, 44100 Hz)", 60)
+    player = virtual_mic.play(DATA / "jfk.flac")
+    assert player.wait(30) == 0
+    # The last words of the clip end the last utterance.
+    run.wait_for("stdout", lambda lines: "for your country" in " ".join(lines).lower(), 60)
+    run.interrupt()
+    assert run.finish(60) == 0, run.report()
+
+    events = [json.loads(line) for line in run.stdout]
+    assert events, run.report()
+    text = " ".join(e["text"] for e in events)
+    assert wer(references["jfk.flac"], text) < 0.25, text
+    assert [e["id"] for e in events] == sorted({e["id"] for e in events})
+    for e in events:
+        assert e["type"] == "final" and e["language"] == "en"
+        assert set(e) >= {"type", "id", "text", "start", "end", "language"}
+        assert 0 <= e["start"] < e["end"]
+    assert all(a["end"] <= b["start"] for a, b in zip(events, events[1:], strict=False))
+    # The whole clip is about 11 s of speech, played after listening started.
+    assert 10 < events[-1]["end"] - events[0]["start"] < 16
+
+    srt = out.read_text(encoding="utf-8")
+    assert srt.count(" --> ") == len(events)
+    for e in events:
+        assert e["text"] in srt
+    with wave.open(str(audio)) as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1
+        assert w.getnframes() / 16000 >= events[-1]["end"]
+    assert any(line.startswith("Listened ") for line in run.lines["stderr"]), run.report()
+    assert not run.errors(), run.report()
+
+
+@pytest.mark.mic
+def test_microphone_at_48k_ctrl_c_mid_utterance_keeps_it(
+    virtual_mic: VirtualMic, tmp_path: Path
+) -> None:
+    # 3.5 s of the JFK clip, cut off mid-sentence: the utterance is still open when
+    # the player ends, and a long --silence-ms keeps it open until Ctrl-C.
+    clip = tmp_path / "cut.wav"
+    subprocess.run(["sox", str(DATA / "jfk.flac"), str(clip), "trim", "0", "3.5"], check=True)
+    run = Listen(
+        ["--device", "pulse", "--device-rate", "48000", "--silence-ms", "3000"],
+        virtual_mic.environ(),
+    )
+    run.wait_line("stderr", "Listening to pulse (ALSA, 48000 Hz)", 60)
+    player = virtual_mic.play(clip)
+    run.wait_line("stderr", "speech started", 30)
+    assert player.wait(30) == 0
+    assert run.stdout == []  # nothing final yet: the utterance is open
+    run.interrupt()
+    assert run.finish(60) == 0, run.report()
+    text = " ".join(run.stdout).lower()
+    assert "fellow americans" in text, run.report()
+    summary = [line for line in run.lines["stderr"] if line.startswith("Listened ")]
+    assert len(summary) == 1 and "1 utterance" in summary[0], run.report()
+
+
+@pytest.mark.mic
+def test_device_vanishing_keeps_transcript_and_says_so(
+    private_mic: VirtualMic, tmp_path: Path
+) -> None:
+    out = tmp_path / "kept.txt"
+    run = Listen(["--device", "pulse", "-o", str(out)], private_mic.environ())
+    run.wait_line("stderr", "Listening to", 60)
+    assert private_mic.play(DATA / "goforward.flac").wait(30) == 0
+    run.wait_for("stdout", lambda lines: bool(lines), 60)
+    private_mic.stop()  # the sound server goes away mid-session
+    rc = run.finish(60)
+    assert rc == 1, run.report()
+    errors = run.errors()
+    assert len(errors) == 1 and "stopped delivering audio" in errors[0], run.report()
+    assert "forward" in " ".join(run.stdout).lower()
+    assert out.read_text(encoding="utf-8").strip() == "\n".join(run.stdout).strip()
+
+
+@pytest.mark.mic
+def test_bad_device_index_is_one_line(virtual_mic: VirtualMic) -> None:
+    run = Listen(["--device", "99"], virtual_mic.environ())
+    assert run.finish(60) == 1
+    assert run.errors() == [
+        "Error: There is no input device with index 99; run 'livewhisper devices' to list them."
+    ], run.report()
+    assert run.stdout == []
+
+
+@pytest.mark.mic
+def test_devices_lists_the_virtual_microphone(virtual_mic: VirtualMic) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "livewhisper", "devices"],
+        env=virtual_mic.environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert ["*", "1", "default", "ALSA", "32", "44100", "Hz"] in rows, result.stdout
+    assert ["0", "pulse", "ALSA", "32", "44100", "Hz"] in rows, result.stdout
+
+
+# --------------------------------------------------------------------------- file and stdin
+
+
+def test_input_file_plays_in_real_time(references: dict[str, str]) -> None:
+    started = time.monotonic()
+    run = Listen(["--input", str(DATA / "goforward.flac")])
+    assert run.finish(60) == 0, run.report()
+    assert time.monotonic() - started >= 2.7  # paced like a microphone: 2.8 s of audio
+    assert "go forward" in " ".join(run.stdout).lower(), run.report()
+
+
+def test_stdin_raw_pcm_resampled(speech: Callable[[str], np.ndarray]) -> None:
+    import soxr
+
+    audio = soxr.resample(
+        speech("librivox_sense_and_sensibility_01_austen_64kb-0880.flac"), 16000, 44100
+    )
+    silence = np.zeros(44100, np.float32)
+    run = Listen(
+        ["--input", "-", "--rate", "44100", "--format", "jsonl"],
+        stdin=pcm(np.concatenate([silence, audio, silence])),
+    )
+    assert run.finish(60) == 0, run.report()
+    events = [json.loads(line) for line in run.stdout]
+    assert len(events) == 1, run.report()
+    assert "he was not an" in events[0]["text"].lower()
+    assert "young man" in events[0]["text"].lower()
+    assert 0.5 < events[0]["start"] < 1.0 and 3.5 < events[0]["end"] < 4.5
+
+
+def test_stdin_odd_byte_count_is_an_error_after_the_text(
+    speech: Callable[[str], np.ndarray],
+) -> None:
+    data = pcm(speech("goforward.flac")) + b"\x01"
+    run = Listen(["--input", "-"], stdin=data)
+    assert run.finish(60) == 1
+    assert "forward" in " ".join(run.stdout).lower(), run.report()
+    errors = run.errors()
+    assert len(errors) == 1 and "odd number" in errors[0], run.report()
+
+
+def test_noise_clicks_and_silence_give_no_text(speech: Callable[[str], np.ndarray]) -> None:
+    rng = np.random.default_rng(1)
+    noise = speech("alsa_Noise_noise_only.flac")
+    clicks = np.zeros(16000 * 2, np.float32)  # keyboard-like clatter: short sharp bursts
+    for start in rng.integers(0, len(clicks) - 200, 25):
+        clicks[start : start + 160] += rng.normal(0, 0.3, 160).astype(np.float32)
+    hiss = rng.normal(0, 0.01, 16000 * 2).astype(np.float32)
+    silence = np.zeros(16000 * 2, np.float32)
+    audio = np.concatenate([silence, noise, silence, clicks, hiss, noise, silence])
+    run = Listen(["--input", "-", "--vad-level", "0", "--format", "jsonl"], stdin=pcm(audio))
+    assert run.finish(120) == 0, run.report()
+    assert run.stdout == [], run.report()
+
+
+def test_unwritable_output_is_one_line() -> None:
+    run = Listen(["--input", "-", "-o", "/nonexistent-dir/out.txt"], stdin=b"")
+    assert run.finish(60) == 1
+    assert run.errors() == [
+        "Error: Cannot write /nonexistent-dir/out.txt: No such file or directory."
+    ], run.report()
