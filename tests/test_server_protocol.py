@@ -8,6 +8,7 @@ the real model on real speech, several sessions at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Coroutine
@@ -19,6 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from livewhisper.containers import encode
 from livewhisper.server import LiveServer, ServerOptions, StreamRequest, running
 from livewhisper.transcript import TextEvent
 
@@ -505,5 +507,136 @@ def test_caption_viewer_follows_a_session_and_the_local_microphone() -> None:
             assert (await recv_json(late))["type"] == "ready"
             assert (await recv_json(late))["text"] == "from the local microphone"
             await late.close()
+
+    run(main())
+
+
+# --- the real model on real speech ------------------------------------------------------
+
+
+def words(text: str) -> list[str]:
+    return "".join(c if c.isalnum() or c == "'" else " " for c in text.lower()).split()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / max(1, len(ref))
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Any:
+    from livewhisper.engine import Engine, ModelOptions
+    from livewhisper.scheduler import Scheduler
+
+    with Scheduler(Engine(ModelOptions(model="tiny.en"))) as running_scheduler:
+        yield running_scheduler
+
+
+def real_server(scheduler: Any, **kw: Any) -> Any:
+    from livewhisper.server import live_streams
+
+    make, backlog = live_streams(scheduler)
+    return running(ServerOptions(port=0, **kw), make, backlog=backlog)
+
+
+async def stream_live(ws: ClientConnection, data: bytes, chunk_seconds: float = 0.1) -> None:
+    """Send 16 kHz PCM (or any bytes) paced in real time."""
+    loop = asyncio.get_running_loop()
+    step = int(32_000 * chunk_seconds)
+    t0 = loop.time()
+    for n, i in enumerate(range(0, len(data), step), 1):
+        await ws.send(data[i : i + step])
+        await asyncio.sleep(max(0.0, t0 + n * chunk_seconds - loop.time()))
+
+
+def pcm16(samples: np.ndarray, lead: float = 0.5, tail: float = 1.0) -> bytes:
+    padded = np.concatenate(
+        [
+            np.zeros(int(lead * 16_000), np.float32),
+            samples,
+            np.zeros(int(tail * 16_000), np.float32),
+        ]
+    )
+    return (np.clip(padded, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+@pytest.mark.slow
+def test_concurrent_sessions_each_get_their_own_transcript(
+    scheduler: Any,
+    speech: Callable[[str], np.ndarray],
+    references: dict[str, str],
+) -> None:
+    names = [
+        "jfk.flac",
+        "librivox_sense_and_sensibility_01_austen_64kb-0880.flac",
+        "goforward.flac",
+    ]
+
+    async def pcm_client(server: LiveServer, name: str) -> str:
+        async with connect(ws_url(server)) as ws:
+            await ws.send(json.dumps({"type": "start", "language": "en"}))
+            assert (await recv_json(ws))["type"] == "ready"
+            sender = asyncio.create_task(stream_live(ws, pcm16(speech(name))))
+            texts: list[str] = []
+            while not sender.done():  # finals arrive while the audio still streams
+                with contextlib.suppress(asyncio.TimeoutError):
+                    event = await asyncio.wait_for(ws.recv(), 0.2)
+                    message = json.loads(event)
+                    if message["type"] == "final":
+                        texts.append(message["text"])
+            await sender
+            await ws.send(json.dumps({"type": "stop"}))
+            for message in await recv_until(ws, "stopped"):
+                if message["type"] == "final":
+                    texts.append(message["text"])
+            return " ".join(texts)
+
+    async def tutorial_client(server: LiveServer) -> str:
+        """Like the common tutorial: MediaRecorder chunks every few seconds to /ws/whisper/,
+        and ``text += JSON.parse(event.data).text`` for every message."""
+        # The recorder keeps running after the speech: the stream goes on with silence.
+        data = encode(np.concatenate([speech("jfk.flac"), np.zeros(48_000, np.float32)]), "webm")
+        text = ""
+        async with connect(ws_url(server, "/ws/whisper/")) as ws:
+            chunk = len(data) // 5 + 1  # about 3 s of audio each; only the first has the header
+            for i in range(0, len(data), chunk):
+                await asyncio.sleep(2.8)  # MediaRecorder hands out what it recorded meanwhile
+                await ws.send(data[i : i + chunk])
+            deadline = asyncio.get_running_loop().time() + 30
+            while "country" not in text.split("you")[-1]:
+                left = deadline - asyncio.get_running_loop().time()
+                text += json.loads(await asyncio.wait_for(ws.recv(), max(0.1, left)))["text"]
+                text += " "
+        return text
+
+    async def bad_clients(server: LiveServer) -> list[int]:
+        codes = []
+        for payload in [b"\x01\x02\x03", "not json", b"\x1a\x45\xdf\xa3" + bytes(5000)]:
+            async with connect(ws_url(server)) as bad:
+                await bad.send(payload)
+                codes.append((await closed_with(bad))[0])
+            await asyncio.sleep(1.0)
+        return codes
+
+    async def main() -> None:
+        async with real_server(scheduler) as server:
+            results = await asyncio.gather(
+                *(pcm_client(server, name) for name in names),
+                tutorial_client(server),
+                bad_clients(server),
+            )
+        *texts, tutorial, codes = results
+        assert codes == [1007, 1003, 1007]
+        for name, text in zip(names, texts, strict=True):
+            assert wer(references[name], text) <= 0.3, (name, text)
+        # No session got another's words.
+        assert "country" not in texts[1] + texts[2] and "disposed" not in texts[0] + texts[2]
+        assert wer(references["jfk.flac"], tutorial) < 0.2, tutorial
+        assert "undefined" not in tutorial
 
     run(main())

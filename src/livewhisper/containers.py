@@ -214,3 +214,28 @@ def _resample(resampler: Any, frame: Any) -> Iterator[np.ndarray]:
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc)
     return str(text).split(":")[0].strip().rstrip(".") or type(exc).__name__
+
+
+def encode(samples: np.ndarray, kind: ContainerKind) -> bytes:
+    """16 kHz mono float32 *samples* as a whole WebM/Opus, Ogg/Opus or WAV byte stream,
+    the formats browsers record; for simulated clients in tests and benchmarks."""
+    import io
+
+    import av
+
+    codec, rate = {"webm": ("libopus", 48_000), "ogg": ("libopus", 48_000)}.get(
+        kind, ("pcm_s16le", SAMPLE_RATE)
+    )
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=kind) as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
+        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        for piece in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(piece):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
