@@ -1,0 +1,174 @@
+"""The scheduler with a scripted engine: order, fairness, bounds and shutdown."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from livewhisper.engine import TranscribeOptions, Transcription
+from livewhisper.scheduler import Job, JobResult, Scheduler
+from livewhisper.transcript import Segment
+
+OPTS = TranscribeOptions().for_utterance()
+
+
+class FakeEngine:
+    """Transcribes to "<stream>:<kind>:<utterance>"; the first job can be held."""
+
+    def __init__(self, hold_first: bool = False) -> None:
+        self.calls: list[str] = []
+        self.release = threading.Event()
+        self.started = threading.Event()
+        if not hold_first:
+            self.release.set()
+        self.fail_on: str | None = None
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        label = str(audio.dtype.metadata["label"])  # type: ignore[index]
+        self.started.set()
+        self.release.wait(10)
+        self.calls.append(label)
+        if label == self.fail_on:
+            raise RuntimeError("engine broke")
+        return Transcription([Segment(offset, offset + 1, label)], "en")
+
+
+def job(stream: str, kind: str, n: int, done: list[JobResult], seconds: float = 1.0) -> Job:
+    label = f"{stream}:{kind}:{n}"
+    audio = np.zeros(int(seconds * 16000), dtype=np.dtype(np.float32, metadata={"label": label}))
+    return Job(stream, kind, n, audio, float(n), OPTS, done.append)  # type: ignore[arg-type]
+
+
+def test_finals_before_partials_and_streams_take_turns() -> None:
+    engine, done = FakeEngine(hold_first=True), []
+    with Scheduler(engine, max_partials_per_stream=2) as s:
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)  # a:final:0 is running; the rest queue up
+        s.submit(job("a", "partial", 1, done))
+        s.submit(job("a", "final", 1, done))
+        s.submit(job("a", "final", 2, done))
+        s.submit(job("b", "partial", 1, done))
+        s.submit(job("b", "final", 1, done))
+        s.submit(job("c", "final", 1, done))
+        engine.release.set()
+        assert s.wait_idle(timeout=10)
+    assert engine.calls[0] == "a:final:0"
+    finals, partials = engine.calls[1:5], engine.calls[5:]
+    # Round robin: a's second queued final waits for b's and c's.
+    assert finals == ["a:final:1", "b:final:1", "c:final:1", "a:final:2"]
+    assert sorted(partials) == ["a:partial:1", "b:partial:1"]
+    assert [r.job.utterance for r in done if r.job.stream == "a" and r.job.kind == "final"] == [
+        0,
+        1,
+        2,
+    ]
+
+
+def test_newer_partial_replaces_older() -> None:
+    engine, done = FakeEngine(hold_first=True), []
+    with Scheduler(engine) as s:
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)
+        for n in range(1, 5):
+            s.submit(job("a", "partial", n, done))
+        assert s.backlog("a").partials == 1
+        engine.release.set()
+        assert s.wait_idle(timeout=10)
+        s.stop()
+    assert engine.calls == ["a:final:0", "a:partial:4"]
+
+
+def test_finals_are_never_dropped_a_full_queue_makes_submit_wait() -> None:
+    engine, done = FakeEngine(hold_first=True), []
+    with Scheduler(engine, max_finals_per_stream=2) as s:
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)
+        s.submit(job("a", "final", 1, done))
+        s.submit(job("a", "final", 2, done))
+        with pytest.raises(TimeoutError):
+            s.submit(job("a", "final", 3, done), timeout=0.2)
+        waiter = threading.Thread(target=s.submit, args=(job("a", "final", 3, done),))
+        waiter.start()
+        engine.release.set()
+        waiter.join(10)
+        assert s.wait_idle("a", timeout=10)
+    assert engine.calls == ["a:final:0", "a:final:1", "a:final:2", "a:final:3"]
+
+
+def test_stop_finishes_queued_finals_and_drops_partials() -> None:
+    engine, done = FakeEngine(hold_first=True), []
+    s = Scheduler(engine).start()
+    s.submit(job("a", "final", 0, done))
+    assert engine.started.wait(5)
+    s.submit(job("a", "final", 1, done))
+    s.submit(job("a", "partial", 2, done))
+    stopper = threading.Thread(target=s.stop)
+    stopper.start()
+    engine.release.set()
+    stopper.join(10)
+    assert not stopper.is_alive() and not s.running
+    assert engine.calls == ["a:final:0", "a:final:1"]
+    s.stop()  # idempotent
+    s.submit(job("a", "partial", 3, done))  # ignored once stopped
+    assert engine.calls == ["a:final:0", "a:final:1"]
+
+
+def test_start_is_idempotent_and_restartable() -> None:
+    engine, done = FakeEngine(), []
+    s = Scheduler(engine)
+    s.start()
+    thread = s._thread
+    s.start()
+    assert s._thread is thread
+    s.stop()
+    s.start()
+    s.submit(job("a", "final", 0, done))
+    assert s.wait_idle(timeout=5)
+    s.stop()
+    assert engine.calls == ["a:final:0"]
+
+
+def test_errors_reach_the_callback_and_the_worker_goes_on() -> None:
+    engine, done = FakeEngine(), []
+    engine.fail_on = "a:final:0"
+    with Scheduler(engine) as s:
+        s.submit(job("a", "final", 0, done))
+        s.submit(job("a", "final", 1, done))
+        assert s.wait_idle(timeout=5)
+    assert isinstance(done[0].error, RuntimeError) and done[0].transcription is None
+    assert done[1].error is None and done[1].transcription is not None
+    assert done[1].transcription.text == "a:final:1"
+
+
+def test_a_failing_callback_does_not_stop_other_streams(caplog: pytest.LogCaptureFixture) -> None:
+    engine, done = FakeEngine(), []
+
+    def broken(result: JobResult) -> None:
+        raise ValueError("sink broke")
+
+    with Scheduler(engine) as s:
+        bad = job("a", "final", 0, done)
+        bad.on_done = broken
+        s.submit(bad)
+        s.submit(job("b", "final", 0, done))
+        assert s.wait_idle(timeout=5)
+    assert [r.job.stream for r in done] == ["b"]
+    assert "sink broke" in caplog.text
+
+
+def test_backlog_counts_queued_and_running_audio() -> None:
+    engine, done = FakeEngine(hold_first=True), []
+    with Scheduler(engine) as s:
+        s.submit(job("a", "final", 0, done, seconds=2.0))
+        assert engine.started.wait(5)
+        s.submit(job("a", "final", 1, done, seconds=3.0))
+        s.submit(job("b", "partial", 1, done, seconds=0.5))
+        total, only_b = s.backlog(), s.backlog("b")
+        engine.release.set()
+        assert s.wait_idle(timeout=5)
+    assert (total.finals, total.partials, total.seconds) == (2, 1, 5.5)
+    assert (only_b.finals, only_b.partials, only_b.seconds) == (0, 1, 0.5)
