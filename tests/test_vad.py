@@ -55,9 +55,9 @@ def test_utterance_with_pre_roll_and_tail() -> None:
     started, closed = events
     assert isinstance(started, SpeechStarted) and isinstance(closed, UtteranceClosed)
     # Starts when 2 of the last 3 frames are speech (frame 6); the 3-frame pre-roll
-    # reaches back to frame 4, before the first speech frame.
-    assert frame_ids(closed.audio) == [4, 5, 6, 7, 8, 9, 10, 11, 12]
-    assert started.start == closed.start == pytest.approx(4 * 0.03)
+    # reaches back from the first speech frame (5) to frame 2.
+    assert frame_ids(closed.audio) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert started.start == closed.start == pytest.approx(2 * 0.03)
     assert closed.end == pytest.approx(13 * 0.03)
     assert not closed.forced and closed.id == started.id == 0
     assert seg.open_utterance() is None
@@ -68,7 +68,7 @@ def test_short_gaps_do_not_end_an_utterance() -> None:
     events = run(Segmenter(detect, OPTS), frames)
     closed = [e for e in events if isinstance(e, UtteranceClosed)]
     assert len(closed) == 1
-    assert frame_ids(closed[0].audio)[:1] == [1]
+    assert frame_ids(closed[0].audio)[:1] == [0]
 
 
 def test_too_little_speech_is_dropped() -> None:
@@ -95,11 +95,11 @@ def test_flush_closes_the_open_utterance_and_open_utterance_shows_it() -> None:
     seg = Segmenter(detect, OPTS)
     run(seg, frames)
     uid, audio, start = seg.open_utterance()  # type: ignore[misc]
-    assert uid == 0 and start == pytest.approx(0.06)
-    assert frame_ids(audio) == [2, 3, 4, 5, 6, 7]
+    assert uid == 0 and start == 0.0
+    assert frame_ids(audio) == [0, 1, 2, 3, 4, 5, 6, 7]
     (closed,) = seg.flush()
     assert isinstance(closed, UtteranceClosed)
-    assert frame_ids(closed.audio) == [2, 3, 4, 5, 6, 7]
+    assert frame_ids(closed.audio) == [0, 1, 2, 3, 4, 5, 6, 7]
     assert seg.flush() == []
 
 
@@ -151,7 +151,7 @@ def test_times_count_frames_not_the_clock() -> None:
     seg = Segmenter(detect, OPTS)
     events = run(seg, frames)
     assert seg.time == pytest.approx(114 * 0.03)
-    assert events[0].start == pytest.approx(99 * 0.03)  # type: ignore[attr-defined]
+    assert events[0].start == pytest.approx(97 * 0.03)  # 3 frames before the speech  # type: ignore[attr-defined]
 
 
 def test_frames_must_be_30_ms() -> None:

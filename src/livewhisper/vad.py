@@ -86,7 +86,8 @@ class Segmenter:
         self.options = o = options or SegmenterOptions()
         self._pre_roll_frames = _frames(o.pre_roll_ms)
         self._start_frames = _frames(o.start_ms)
-        self._pre_roll: deque[np.ndarray] = deque(maxlen=self._pre_roll_frames)
+        # The frames before speech starts: the pre-roll and the start window.
+        self._pre_roll: deque[np.ndarray] = deque(maxlen=self._pre_roll_frames + self._start_frames)
         self._window: deque[bool] = deque(maxlen=self._start_frames)
         self._silence_frames = _frames(o.silence_ms)
         self._tail_frames = min(_frames(o.tail_ms), self._silence_frames)
@@ -153,11 +154,14 @@ class Segmenter:
             return []
         if sum(window) < self.options.start_ratio * self._start_frames:
             return []
-        # Start: the utterance begins with the pre-roll (which holds the window).
-        self._open = list(self._pre_roll)
-        n = len(self._open)
+        # Start: the utterance begins pre_roll_ms before the first speech frame of
+        # the window that started it.
         flags = list(window)
-        self._voiced = [False] * (n - len(flags)) + flags if n >= len(flags) else flags[-n:]
+        first_voiced = len(self._pre_roll) - len(flags) + flags.index(True)
+        begin = max(0, first_voiced - self._pre_roll_frames)
+        self._open = list(self._pre_roll)[begin:]
+        n = len(self._open)
+        self._voiced = [False] * (n - len(flags)) + flags
         self._first = self._frames_fed - n
         self._trailing_silence = 0
         self._pre_roll.clear()
@@ -189,7 +193,7 @@ class Segmenter:
             events.append(SpeechStarted(self._next_id, self._first * FRAME_SECONDS))
         else:
             # The silence after the kept tail seeds the pre-roll of the next utterance.
-            for frame in rest[-self._pre_roll_frames :]:
+            for frame in rest:
                 self._pre_roll.append(frame)
         return events
 
