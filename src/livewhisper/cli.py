@@ -37,6 +37,13 @@ def fail(message: str) -> None:
     click.echo(f"livewhisper: error: {message}", err=True)
 
 
+class CliError(click.ClickException):
+    """An error that ends the command: one line on stderr, exit code 1."""
+
+    def show(self, file: Any = None) -> None:
+        fail(self.format_message())
+
+
 def model_options(func: F) -> F:
     """The options that choose and place the model, shared by every command that loads one."""
     options = [
@@ -168,13 +175,9 @@ def _plan_outputs(
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise click.ClickException(
-                f"Cannot create output directory {out}: {exc.strerror or exc}."
-            ) from exc
+            raise CliError(f"Cannot create output directory {out}: {exc.strerror or exc}.") from exc
         if not os.access(out, os.W_OK):
-            raise click.ClickException(
-                f"Cannot write to output directory {out}: permission denied."
-            )
+            raise CliError(f"Cannot write to output directory {out}: permission denied.")
 
         def per_input(src: str) -> list[_Target]:
             stem = "stdin" if src == "-" else Path(src).stem
@@ -182,10 +185,12 @@ def _plan_outputs(
 
         return per_input
     parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise CliError(f"Cannot write {out}: {parent} is not a directory.")
     if not parent.is_dir():
-        raise click.ClickException(f"Cannot write {out}: directory {parent} does not exist.")
+        raise CliError(f"Cannot write {out}: directory {parent} does not exist.")
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise click.ClickException(f"Cannot write {out}: permission denied.")
+        raise CliError(f"Cannot write {out}: permission denied.")
     return lambda _src: [_Target(fmt, out)]
 
 
@@ -198,6 +203,13 @@ def _open_targets(targets: list[_Target]) -> Iterator[list[tuple[_Target, TextIO
         for t in targets:
             if t.path is None:
                 opened.append((t, sys.stdout, None))
+                continue
+            if t.path.exists() and not t.path.is_file():
+                # A device or a pipe (/dev/stdout, a FIFO): written to as it is.
+                try:
+                    opened.append((t, open(t.path, "w", encoding="utf-8"), None))  # noqa: SIM115
+                except OSError as exc:
+                    raise OutputError(f"Cannot write {t.path}: {exc.strerror or exc}.") from exc
                 continue
             try:
                 fd, tmp_name = tempfile.mkstemp(prefix=f".{t.path.name}.", dir=t.path.parent)
@@ -213,9 +225,11 @@ def _open_targets(targets: list[_Target]) -> Iterator[list[tuple[_Target, TextIO
                 except OSError as exc:
                     raise OutputError(f"Cannot write {t.path}: {exc.strerror or exc}.") from exc
     finally:
-        for _t, f, tmp in opened:
+        for t, f, tmp in opened:
+            if t.path is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
             if tmp is not None:
-                f.close()
                 tmp.unlink(missing_ok=True)
 
 
@@ -298,7 +312,7 @@ def file_command(
             build_model_options(model, model_device, compute_type, threads), options
         )
     except LivewhisperError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CliError(str(exc)) from exc
 
     console = stderr_console()
     show_progress = not quiet and console.is_terminal

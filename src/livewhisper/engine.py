@@ -188,8 +188,11 @@ class Engine:
         """Transcribe 16 kHz mono float32 *audio*; times are shifted by *offset* seconds."""
         options = options or TranscribeOptions()
         raw, info = self._decode(audio, options)
+        duration = len(audio) / SAMPLE_RATE
         segments = [
-            _segment(s, offset) for s in raw if not is_hallucination(s, options) and s.text.strip()
+            _segment(s, offset, duration)
+            for s in raw
+            if not is_hallucination(s, options) and s.text.strip()
         ]
         return Transcription(
             segments, info.language, info.language_probability, len(audio) / SAMPLE_RATE
@@ -261,13 +264,22 @@ def quietest_cut(audio: np.ndarray, search_from: int, hop: int = SAMPLE_RATE // 
     return search_from + int(np.argmin(smooth)) * hop + hop // 2
 
 
-def _segment(s: Any, offset: float) -> Segment:
+def _segment(s: Any, offset: float, duration: float) -> Segment:
+    """Our Segment from faster-whisper's, shifted by *offset*.
+
+    Whisper's last timestamp token can lie past the end of the audio it was given;
+    times are clamped to the audio so no cue ends after the input does.
+    """
+
+    def clamp(t: float) -> float:
+        return offset + min(max(t, 0.0), duration)
+
     words = tuple(
-        Word(w.start + offset, w.end + offset, w.word, w.probability) for w in (s.words or ())
+        Word(clamp(w.start), clamp(w.end), w.word, w.probability) for w in (s.words or ())
     )
     return Segment(
-        start=s.start + offset,
-        end=s.end + offset,
+        start=clamp(s.start),
+        end=clamp(s.end),
         text=s.text.strip(),
         words=words,
         avg_logprob=s.avg_logprob,

@@ -106,8 +106,9 @@ def is_english_only(path: Path, name: str = "") -> bool:
         return True
     try:
         with open(path / "tokenizer.json", encoding="utf-8") as f:
-            vocab = json.load(f)["model"]["vocab"]
-        return "<|fr|>" not in vocab
+            tokenizer = json.load(f)
+        special = {t.get("content") for t in tokenizer.get("added_tokens", ())}
+        return "<|fr|>" not in special and "<|fr|>" not in tokenizer["model"]["vocab"]
     except (OSError, KeyError, ValueError):
         return False
 
@@ -228,7 +229,10 @@ def _from_hub(name: str, repo: str, download: bool) -> ModelLocation:
     try:
         path = huggingface_hub.snapshot_download(repo, allow_patterns=_HUB_FILES)
     except Exception as exc:  # the hub client raises many kinds; all mean "not fetched"
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, LocalEntryNotFoundError) or "connect" in str(exc).lower():
+            reason = "the Hugging Face Hub cannot be reached"
+        else:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(
             f"Model {name!r} is not on this machine and could not be downloaded "
             f"({reason}): {_HOW_TO_GET}."
