@@ -107,8 +107,8 @@ def is_english_only(path: Path, name: str = "") -> bool:
     try:
         with open(path / "tokenizer.json", encoding="utf-8") as f:
             tokenizer = json.load(f)
-        special = {t.get("content") for t in tokenizer.get("added_tokens", ())}
-        return "<|fr|>" not in special and "<|fr|>" not in tokenizer["model"]["vocab"]
+        size = len(tokenizer["model"]["vocab"]) + len(tokenizer.get("added_tokens", ()))
+        return bool(size < 51865)
     except (OSError, KeyError, ValueError):
         return False
 
