@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import re
@@ -99,17 +98,15 @@ def cache_dir() -> Path:
 def is_english_only(path: Path, name: str = "") -> bool:
     """Whether the model at *path* knows only English.
 
-    A multilingual Whisper vocabulary has 51865 or more tokens; the English-only
-    models have 51864.
+    Whisper's English-only vocabularies have 51864 tokens, the multilingual ones
+    51865 or more (CTranslate2 writes one token a line in vocabulary.txt).
     """
     if name.endswith(".en"):
         return True
     try:
-        with open(path / "tokenizer.json", encoding="utf-8") as f:
-            tokenizer = json.load(f)
-        size = len(tokenizer["model"]["vocab"]) + len(tokenizer.get("added_tokens", ()))
-        return bool(size < 51865)
-    except (OSError, KeyError, ValueError):
+        with open(path / "vocabulary.txt", encoding="utf-8") as f:
+            return sum(1 for _ in f) < 51865
+    except OSError:
         return False
 
 
