@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import shutil
+import ssl
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from livewhisper.containers import encode
 from livewhisper.server import LiveServer, ServerOptions, StreamRequest, running
@@ -640,3 +644,76 @@ def test_concurrent_sessions_each_get_their_own_transcript(
         assert "undefined" not in tutorial
 
     run(main())
+
+
+# --- TLS and the command-line options ----------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_self_signed_tls_serves_wss_and_https(tmp_path: Path) -> None:
+    from livewhisper import tls
+
+    cert = tls.self_signed(["localhost", "127.0.0.1"], tmp_path)
+    again = tls.self_signed(["localhost", "127.0.0.1"], tmp_path)
+    assert again.fingerprint == cert.fingerprint  # reused, not made anew
+    assert len(cert.fingerprint.split(":")) == 32
+    client_tls = ssl.create_default_context(cafile=str(cert.certfile))
+
+    async def main() -> None:
+        options = {"certfile": str(cert.certfile), "keyfile": str(cert.keyfile)}
+        async with serve(**options) as server:
+            assert server.url().startswith("https://127.0.0.1:")
+            url = f"wss://localhost:{server.port}/ws"
+            async with connect(
+                url, ssl=client_tls, origin=f"https://localhost:{server.port}"
+            ) as ws:  # type: ignore[arg-type]
+                await ws.send(json.dumps({"type": "start"}))
+                assert (await recv_json(ws))["type"] == "ready"
+            # Plain ws to the TLS port gets no HTTP answer.
+            with pytest.raises(InvalidMessage):
+                await connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=5)
+
+    run(main())
+
+
+def test_serve_options_make_server_options() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from livewhisper.cli_serve import ServeSettings, prepare, serve_options
+
+    seen: list[ServeSettings | None] = []
+
+    @click.command()
+    @serve_options
+    @click.option("--other", default="x")
+    def command(other: str, serve: ServeSettings | None) -> None:
+        seen.append(serve)
+
+    runner = CliRunner()
+    assert runner.invoke(command, []).exit_code == 0
+    assert seen[-1] is None
+    result = runner.invoke(
+        command,
+        ["--serve", "--port", "0", "--allow-origin", "https://a.example", "--max-clients", "3"],
+    )
+    assert result.exit_code == 0, result.output
+    settings = seen[-1]
+    assert settings is not None
+    assert settings.options.port == 0 and settings.options.max_clients == 3
+    assert settings.options.allow_origins == ("https://a.example",)
+    assert settings.options.token is None and settings.options.loopback
+    for bad in (["--keyfile", __file__], ["--token", "a", "--no-token"], ["--token", ""]):
+        result = runner.invoke(command, ["--serve", *bad])
+        assert result.exit_code == 2, (bad, result.output)
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO())
+    runner.invoke(command, ["--serve", "--host", "0.0.0.0"])
+    assert seen[-1] is not None
+    options = prepare(seen[-1], console)
+    assert options.token is not None and len(options.token) >= 16  # generated off loopback
+    runner.invoke(command, ["--serve", "--host", "0.0.0.0", "--no-token"])
+    assert seen[-1] is not None
+    assert prepare(seen[-1], console).token is None

@@ -1,0 +1,282 @@
+"""Load benchmark for ``--serve``: N simulated browsers against one server and one model.
+
+Each simulated browser does what the page does: it opens ``/ws``, sends ``start``,
+then streams real speech as 16-bit 16 kHz PCM in 100 ms binary frames, paced in real
+time, with natural pauses between utterances (0.8 to 2.0 s, random). All clients
+share one server, one scheduler and one model in this process, as ``listen --serve``
+does.
+
+For every final event the client measures the end-of-speech latency: the time from
+the moment the last spoken sample of that utterance was sent (the last 30 ms frame
+above -40 dBFS inside the event's span) to the moment the final arrived. It includes
+the silence the segmenter waits for before it closes an utterance (500 ms by
+default), the queue, and the transcription. The word error rate is computed per
+client against the reference transcripts in tests/data/transcripts.tsv.
+
+    python bench/load.py --clients 1,2,4,6,8 --plot docs/load.png --json load.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+RATE = 16_000
+FRAME = 1600  # 100 ms
+TARGET_P95 = 2.5
+
+#: Single-speaker English clips with references, in tests/data.
+CLIPS = [
+    "jfk.flac",
+    "librivox_sense_and_sensibility_01_austen_64kb-0880.flac",
+    "goforward.flac",
+    "pocketsphinx_librivox_austen_5utt.flac",
+]
+
+
+@dataclass
+class ClientResult:
+    latencies: list[float] = field(default_factory=list)
+    wer: float = 0.0
+    words: int = 0
+    busy_messages: int = 0
+    audio_seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    clients: int
+    utterances: int
+    p50: float
+    p95: float
+    max: float
+    wer: float
+    busy_clients: int
+    load_before: float
+    seconds: float
+
+
+def words(text: str) -> list[str]:
+    return "".join(c if c.isalnum() or c == "'" else " " for c in text.lower()).split()
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1]
+
+
+def references() -> dict[str, str]:
+    out = {}
+    for line in (DATA / "transcripts.tsv").read_text(encoding="utf-8").splitlines():
+        name, _, text = line.partition("\t")
+        out[name] = text
+    return out
+
+
+def program(seed: int, clips: dict[str, np.ndarray], refs: dict[str, str]) -> tuple[Any, str]:
+    """One client's audio: the clips in a random order with random pauses; its reference."""
+    rng = random.Random(seed)
+    order = CLIPS[:]
+    rng.shuffle(order)
+    pieces = [np.zeros(int(rng.uniform(0.3, 1.0) * RATE), np.float32)]
+    for name in order:
+        pieces.append(clips[name])
+        pieces.append(np.zeros(int(rng.uniform(0.8, 2.0) * RATE), np.float32))
+    audio = np.concatenate(pieces)
+    return audio, " ".join(refs[name] for name in order)
+
+
+def speech_frames(audio: np.ndarray) -> np.ndarray:
+    """Per 30 ms frame: is it louder than -40 dBFS? (The clips are clean recordings.)"""
+    n = len(audio) // 480
+    rms = np.sqrt(np.mean(np.square(audio[: n * 480].reshape(n, 480)), axis=1))
+    return np.asarray(rms > 0.01)
+
+
+async def client(
+    url: str, audio: np.ndarray, reference: str, start_delay: float, speed: float = 1.0
+) -> ClientResult:
+    from websockets.asyncio.client import connect
+
+    result = ClientResult(audio_seconds=len(audio) / RATE)
+    loud = speech_frames(audio)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    texts: list[tuple[int, str]] = []
+    await asyncio.sleep(start_delay)
+    loop = asyncio.get_running_loop()
+    async with connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "language": "en", "partials": False}))
+        ready = json.loads(await ws.recv())
+        assert ready["type"] == "ready", ready
+        t0 = loop.time()
+
+        def on_message(raw: str | bytes) -> bool:
+            message = json.loads(raw)
+            if message["type"] == "final":
+                now = loop.time()
+                first, last = int(message["start"] / 0.03), int(message["end"] / 0.03)
+                voiced = np.flatnonzero(loud[first : last + 1])
+                spoken_end = (first + voiced[-1] + 1) * 0.03 if len(voiced) else message["end"]
+                result.latencies.append(now - (t0 + spoken_end / speed))
+                texts.append((message["id"], message["text"]))
+            elif message["type"] == "status" and message["state"] == "busy":
+                result.busy_messages += 1
+            return bool(message["type"] == "stopped")
+
+        async def receive() -> None:
+            async for raw in ws:
+                if on_message(raw):
+                    return
+
+        receiver = asyncio.create_task(receive())
+        step = FRAME * 2
+        for n, i in enumerate(range(0, len(pcm), step), 1):
+            await ws.send(pcm[i : i + step])
+            await asyncio.sleep(max(0.0, t0 + n * 0.1 / speed - loop.time()))
+        await ws.send(json.dumps({"type": "stop"}))
+        await asyncio.wait_for(receiver, 300)
+    hypothesis = " ".join(text for _, text in sorted(texts))
+    ref = words(reference)
+    result.words = len(ref)
+    result.wer = edit_distance(ref, words(hypothesis)) / max(1, len(ref))
+    return result
+
+
+async def run_clients(url: str, n: int, clips: dict[str, np.ndarray], seed: int) -> RunResult:
+    refs = references()
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    jobs = []
+    for k in range(n):
+        audio, reference = program(seed * 1000 + k, clips, refs)
+        jobs.append(client(url, audio, reference, start_delay=random.Random(k).uniform(0, 2)))
+    results = await asyncio.gather(*jobs)
+    latencies = sorted(x for r in results for x in r.latencies)
+    total_words = sum(r.words for r in results)
+    return RunResult(
+        clients=n,
+        utterances=len(latencies),
+        p50=statistics.median(latencies),
+        p95=float(np.percentile(latencies, 95)),
+        max=latencies[-1],
+        wer=sum(r.wer * r.words for r in results) / max(1, total_words),
+        busy_clients=sum(r.busy_messages > 0 for r in results),
+        load_before=load_before,
+        seconds=time.monotonic() - started,
+    )
+
+
+def plot(runs: list[RunResult], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r.clients for r in runs]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    ax.plot(n, [r.p50 for r in runs], "o-", label="median latency")
+    ax.plot(n, [r.p95 for r in runs], "s-", label="95th percentile latency")
+    ax.axhline(TARGET_P95, color="grey", linestyle="--", linewidth=1, label="2.5 s target")
+    ax.set_xlabel("simultaneous browser clients")
+    ax.set_ylabel("end of speech to final text (s)")
+    ax.set_xticks(n)
+    ax.set_ylim(bottom=0)
+    ax2 = ax.twinx()
+    ax2.plot(n, [100 * r.wer for r in runs], "^:", color="tab:red", label="WER")
+    ax2.set_ylabel("word error rate (%)", color="tab:red")
+    ax2.set_ylim(0, max(30, 100 * max(r.wer for r in runs) * 1.3))
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def table(runs: list[RunResult]) -> str:
+    lines = [
+        "| clients | finals | median latency | p95 latency | max | WER | clients told busy |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r.clients} | {r.utterances} | {r.p50:.2f} s | {r.p95:.2f} s | {r.max:.2f} s "
+            f"| {100 * r.wer:.1f} % | {r.busy_clients} |"
+        )
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> list[RunResult]:
+    from livewhisper.audiofile import read_all
+    from livewhisper.engine import Engine, ModelOptions, TranscribeOptions
+    from livewhisper.live import StreamOptions
+    from livewhisper.scheduler import Scheduler
+    from livewhisper.server import ServerOptions, ServerThread, live_streams
+
+    clips = {name: read_all(DATA / name) for name in CLIPS}
+    engine = Engine(ModelOptions(model=args.model, threads=args.threads))
+    transcribe = TranscribeOptions(beam_size=args.beam_size).for_utterance()
+    runs = []
+    with Scheduler(engine) as scheduler:
+        make, backlog = live_streams(scheduler, StreamOptions(transcribe=transcribe))
+        options = ServerOptions(port=0, max_clients=max(args.clients) + 1)
+        with ServerThread(options, make, backlog=backlog) as server:
+            url = server.url("/ws").replace("http", "ws", 1)
+            for n in args.clients:
+                run = await run_clients(url, n, clips, args.seed)
+                runs.append(run)
+                print(
+                    f"N={n}: {run.utterances} finals, median {run.p50:.2f} s, "
+                    f"p95 {run.p95:.2f} s, WER {100 * run.wer:.1f} %, "
+                    f"busy {run.busy_clients}, load before {run.load_before:.2f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--clients", default="1,2,4,6,8", help="comma-separated client counts to run"
+    )
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="CTranslate2 CPU threads")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args()
+    args.clients = [int(x) for x in args.clients.split(",")]
+    runs = asyncio.run(main_async(args))
+    print(table(runs))
+    ok = [r.clients for r in runs if r.p95 < TARGET_P95]
+    print(f"\nLargest N with p95 under {TARGET_P95} s: {max(ok) if ok else 'none'}")
+    print(f"Machine: {os.cpu_count()} CPUs; model {args.model}, beam size {args.beam_size}")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2))
+    if args.plot:
+        title = f"{args.model}, beam {args.beam_size}, {os.cpu_count()} CPU cores"
+        plot(runs, args.plot, title)
+
+
+if __name__ == "__main__":
+    main()
