@@ -703,6 +703,9 @@ def test_serve_options_make_server_options() -> None:
     assert settings.options.port == 0 and settings.options.max_clients == 3
     assert settings.options.allow_origins == ("https://a.example",)
     assert settings.options.token is None and settings.options.loopback
+    assert settings.local
+    runner.invoke(command, ["--serve-only"])
+    assert seen[-1] is not None and not seen[-1].local
     for bad in (["--keyfile", __file__], ["--token", "a", "--no-token"], ["--token", ""]):
         result = runner.invoke(command, ["--serve", *bad])
         assert result.exit_code == 2, (bad, result.output)

@@ -27,6 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _NAMES = (
     "serve",
+    "serve_only",
     "host",
     "port",
     "token",
@@ -48,6 +49,7 @@ class ServeSettings:
     options: ServerOptions
     self_signed: bool = False
     no_token: bool = False
+    local: bool = True  # also transcribe the local microphone (session "local")
 
 
 def serve_options(func: F) -> F:
@@ -56,7 +58,8 @@ def serve_options(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = {name: kwargs.pop(name) for name in _NAMES}
-        kwargs["serve"] = settings_from(values) if values["serve"] else None
+        wanted = values["serve"] or values["serve_only"]
+        kwargs["serve"] = settings_from(values) if wanted else None
         return func(*args, **kwargs)
 
     defaults = ServerOptions()
@@ -66,6 +69,11 @@ def serve_options(func: F) -> F:
             is_flag=True,
             help="Also serve a web page where browsers are remote microphones, "
             "a caption view, and a WebSocket API (see docs/server.md).",
+        ),
+        click.option(
+            "--serve-only",
+            is_flag=True,
+            help="Serve browsers without listening to a local microphone (implies --serve).",
         ),
         click.option(
             "--host",
@@ -164,7 +172,12 @@ def settings_from(values: dict[str, Any]) -> ServeSettings:
         max_session_seconds=values["max_session"] * 60,
         idle_timeout=values["idle_timeout"],
     )
-    return ServeSettings(options, self_signed=values["self_signed"], no_token=values["no_token"])
+    return ServeSettings(
+        options,
+        self_signed=values["self_signed"],
+        no_token=values["no_token"],
+        local=not values["serve_only"],
+    )
 
 
 def prepare(settings: ServeSettings, console: Console) -> ServerOptions:
