@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import threading
 from typing import Any
@@ -178,7 +177,7 @@ def listen_command(
       arecord -f S16_LE -r 16000 -c 1 -t raw | livewhisper listen --input -
     """
     from livewhisper.engine import TranscribeOptions
-    from livewhisper.live import AudioRecorder, Session, StreamOptions
+    from livewhisper.live import AudioRecorder, Session, StreamOptions, format_event, line_sink
     from livewhisper.scheduler import Scheduler
     from livewhisper.vad import SegmenterOptions
 
@@ -224,12 +223,11 @@ def listen_command(
             )
             session.sinks.append(view.add_final)
             session.on_force = view.stop
-        line = _format_line(fmt)
         if stdout_is_view and view is not None:
             printer = view.print_line
-            session.sinks.insert(0, lambda e: printer(line(e)))
+            session.sinks.insert(0, lambda e: printer(format_event(e, fmt)))
         else:
-            session.sinks.insert(0, _stdout_sink(line))
+            session.sinks.insert(0, line_sink(fmt))
         if not quiet:
             console.print(
                 f"Listening to {source.name} with {engine.name}; press Ctrl-C to stop.",
@@ -253,25 +251,6 @@ def listen_command(
             sys.exit(0)
         fail(str(result.error))
         sys.exit(1)
-
-
-def _format_line(fmt: str) -> Any:
-    if fmt == "jsonl":
-        return lambda e: json.dumps(e.to_dict(), ensure_ascii=False)
-    return lambda e: e.text
-
-
-def _stdout_sink(line: Any) -> Any:
-    from livewhisper.errors import OutputError
-
-    def emit(event: Any) -> None:
-        try:
-            sys.stdout.write(line(event) + "\n")
-            sys.stdout.flush()
-        except OSError as exc:
-            raise OutputError(f"Cannot write standard output: {exc.strerror or exc}.") from exc
-
-    return emit
 
 
 def _quiet_stdout() -> None:

@@ -222,20 +222,18 @@ class LiveStream:
 # --------------------------------------------------------------------------- sinks
 
 
-def text_sink(out: TextIO | None = None) -> Emit:
-    """One line of text per final, flushed (``out`` defaults to the current stdout)."""
+def format_event(event: TextEvent, fmt: str = "text") -> str:
+    """One line for *event*: its text, or its JSON (``fmt="jsonl"``; see docs/listen.md)."""
+    if fmt == "jsonl":
+        return json.dumps(event.to_dict(), ensure_ascii=False)
+    return event.text
+
+
+def line_sink(fmt: str = "text", out: TextIO | None = None) -> Emit:
+    """One line per event on *out* (the current stdout if None), flushed each time."""
 
     def emit(event: TextEvent) -> None:
-        _write_line(out or sys.stdout, event.text)
-
-    return emit
-
-
-def jsonl_sink(out: TextIO | None = None) -> Emit:
-    """One JSON object per event (see docs/listen.md), flushed."""
-
-    def emit(event: TextEvent) -> None:
-        _write_line(out or sys.stdout, json.dumps(event.to_dict(), ensure_ascii=False))
+        _write_line(out or sys.stdout, format_event(event, fmt))
 
     return emit
 
@@ -245,7 +243,7 @@ def _write_line(out: TextIO, line: str) -> None:
         out.write(line + "\n")
         out.flush()
     except OSError as exc:
-        name = getattr(out, "name", "output")
+        name = "standard output" if out is sys.stdout else getattr(out, "name", "output")
         raise OutputError(f"Cannot write {name}: {exc.strerror or exc}.") from exc
 
 
