@@ -20,6 +20,7 @@ from livewhisper.cli import (
     load_engine,
     stderr_console,
 )
+from livewhisper.cli_serve import ServeSettings, serve_options, serve_until_interrupted, serving
 from livewhisper.errors import LivewhisperError
 
 LISTEN_EPILOG = "The JSON events are described in docs/listen.md."
@@ -140,6 +141,7 @@ def _live_model_options(func: Any) -> Any:
     "--save-audio", default=None, metavar="FILE.wav", help="Keep the session's audio (16 kHz)."
 )
 @click.option("--quiet", "-q", is_flag=True, help="No live view, no status messages.")
+@serve_options
 def listen_command(
     device: str | None,
     device_rate: int | None,
@@ -161,6 +163,7 @@ def listen_command(
     output: str | None,
     save_audio: str | None,
     quiet: bool,
+    serve: ServeSettings | None,
 ) -> None:
     """Transcribe the microphone live; Ctrl-C ends the session.
 
@@ -199,14 +202,26 @@ def listen_command(
             if save_audio is not None:
                 recorder = AudioRecorder(save_audio)
                 stack.callback(recorder.close)
-            source = _open_source(input_path, device, device_rate, speed, rate)
-            stack.callback(source.close)
+            source = None
+            if serve is None or serve.local:
+                source = _open_source(input_path, device, device_rate, speed, rate)
+                stack.callback(source.close)
             engine = load_engine(
                 build_model_options(model, model_device, compute_type, threads), transcribe
             )
         except LivewhisperError as exc:
             raise click.ClickException(str(exc)) from exc
         scheduler = stack.enter_context(Scheduler(engine))
+        if serve is not None:
+            try:
+                server = stack.enter_context(serving(serve, scheduler, options, console))
+            except LivewhisperError as exc:
+                raise click.ClickException(str(exc)) from exc
+            if source is None:  # --serve-only: browsers, no local microphone
+                serve_until_interrupted()
+                return
+            sinks.append(server.local_emitter())
+        assert source is not None
         session = Session(source, scheduler, options, sinks, recorder=recorder)
         show_view = not quiet and console.is_terminal
         stdout_is_view = show_view and sys.stdout.isatty()
