@@ -182,20 +182,30 @@ class Engine:
             compression_ratio_threshold=options.compression_ratio_threshold,
         )
 
+    def stream(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> tuple[Iterator[Segment], Any]:
+        """Start transcribing *audio*: the segments come lazily, as they are decoded.
+
+        Returns the segment iterator and faster-whisper's info (language, duration).
+        """
+        options = options or TranscribeOptions()
+        raw, info = self._decode(audio, options)
+        duration = len(audio) / SAMPLE_RATE
+        segments = (
+            _segment(s, offset, duration)
+            for s in raw
+            if not is_hallucination(s, options) and s.text.strip()
+        )
+        return segments, info
+
     def transcribe(
         self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 *audio*; times are shifted by *offset* seconds."""
-        options = options or TranscribeOptions()
-        raw, info = self._decode(audio, options)
-        duration = len(audio) / SAMPLE_RATE
-        segments = [
-            _segment(s, offset, duration)
-            for s in raw
-            if not is_hallucination(s, options) and s.text.strip()
-        ]
+        segments, info = self.stream(audio, options, offset=offset)
         return Transcription(
-            segments, info.language, info.language_probability, len(audio) / SAMPLE_RATE
+            list(segments), info.language, info.language_probability, len(audio) / SAMPLE_RATE
         )
 
     def transcribe_blocks(
@@ -227,15 +237,18 @@ class Engine:
             if options.condition_on_previous_text and previous_text:
                 prompt = f"{options.initial_prompt or ''} {previous_text}".strip()
                 opts = dataclasses.replace(options, initial_prompt=prompt[-800:])
-            result = self.transcribe(audio, opts, offset=offset)
+            segments, result = self.stream(audio, opts, offset=offset)
             if info.language is None:
                 info.language = result.language
                 info.language_probability = result.language_probability
+            texts = []
+            for segment in segments:
+                texts.append(segment.text)
+                info.segments.append(segment)
+                yield segment
             offset += len(audio) / SAMPLE_RATE
-            if result.segments:
-                previous_text = result.text
-            info.segments.extend(result.segments)
-            yield from result.segments
+            if texts:
+                previous_text = " ".join(texts)
 
         for block in blocks:
             pending.append(block)

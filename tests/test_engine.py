@@ -1,0 +1,77 @@
+"""The engine on real speech: windows over long input, the hallucination guard, cuts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from livewhisper.engine import (
+    SAMPLE_RATE,
+    Engine,
+    FileInfo,
+    TranscribeOptions,
+    is_hallucination,
+    quietest_cut,
+)
+from livewhisper.metrics import word_error_rate
+
+LONG = "asterisk_en_60s.flac"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine()
+
+
+def blocks_of(audio: np.ndarray, size: int = 48_000) -> list[np.ndarray]:
+    return [audio[i : i + size] for i in range(0, len(audio), size)]
+
+
+@pytest.mark.slow
+def test_windows_over_a_long_input_lose_and_repeat_nothing(
+    engine: Engine, speech: Callable[[str], np.ndarray], references: dict[str, str]
+) -> None:
+    audio = speech(LONG)
+    whole = engine.transcribe(audio).text
+    info = FileInfo()
+    # 20 s windows: the 75 s recording is cut three times, each in a pause.
+    windowed = list(engine.transcribe_blocks(blocks_of(audio), window=20.0, info=info))
+    text = " ".join(s.text for s in windowed)
+    assert abs(info.duration - len(audio) / SAMPLE_RATE) < 1e-6
+    assert info.language == "en"
+    reference = references[LONG]
+    assert word_error_rate(reference, text) <= word_error_rate(reference, whole) + 0.05
+    assert word_error_rate(whole, text) <= 0.08
+    starts = [s.start for s in windowed]
+    assert starts == sorted(starts)
+    assert windowed[-1].end <= len(audio) / SAMPLE_RATE + 1e-6
+    assert windowed[-1].end > 60.0  # the last window's times are offset, not restarted
+
+
+def test_quietest_cut_lands_in_the_pause() -> None:
+    rng = np.random.default_rng(0)
+    audio = rng.normal(0, 0.3, SAMPLE_RATE * 10).astype(np.float32)
+    audio[int(7.0 * SAMPLE_RATE) : int(7.3 * SAMPLE_RATE)] = 0.0  # a 300 ms pause
+    cut = quietest_cut(audio, search_from=5 * SAMPLE_RATE)
+    assert 7.0 * SAMPLE_RATE <= cut <= 7.3 * SAMPLE_RATE
+
+
+def test_hallucination_guard_needs_both_signs() -> None:
+    class Raw:
+        def __init__(self, no_speech_prob: float, avg_logprob: float) -> None:
+            self.no_speech_prob = no_speech_prob
+            self.avg_logprob = avg_logprob
+
+    options = TranscribeOptions()
+    assert is_hallucination(Raw(0.94, -0.94), options)  # " You" on pure silence
+    assert not is_hallucination(Raw(0.45, -0.63), options)  # a quiet, real "fifteen"
+    assert not is_hallucination(Raw(0.94, -0.2), options)  # confident text is kept
+
+
+@pytest.mark.slow
+def test_segments_come_lazily(engine: Engine, speech: Callable[[str], np.ndarray]) -> None:
+    segments, info = engine.stream(speech(LONG))
+    first = next(segments)
+    assert first.start < 2.0 and info.language == "en"
