@@ -1,0 +1,75 @@
+"""The agreement rule for partial text, on scripted hypotheses."""
+
+from __future__ import annotations
+
+from livewhisper.partials import Agreement, HypWord, align_after, key
+
+
+def hyp(text: str) -> list[HypWord]:
+    return [HypWord(w, i * 0.4, i * 0.4 + 0.3) for i, w in enumerate(text.split())]
+
+
+def test_key_ignores_case_punctuation_and_accents() -> None:
+    assert key("Country,") == key("country") == "country"
+    assert key("Présentement") == "presentement"
+    assert key("...") == ""
+
+
+def test_two_agreeing_hypotheses_commit_their_common_prefix() -> None:
+    a = Agreement()
+    assert a.update(hyp("and so my")) == []  # one hypothesis commits nothing
+    assert a.text == "and so my"
+    newly = a.update(hyp("And so, my fellow"))
+    assert [w.text for w in newly] == ["And", "so,", "my"]
+    assert a.committed_text == "And so, my" and a.text == "And so, my fellow"
+
+
+def test_committed_words_never_change() -> None:
+    a = Agreement()
+    a.update(hyp("ask not what"))
+    a.update(hyp("ask not what your"))
+    assert a.committed_text == "ask not what"
+    # The model changes its mind about a committed word: the committed text stays.
+    a.update(hyp("ask knot what your country"))
+    assert a.committed_text.startswith("ask not what")
+    a.update(hyp("ask knot what your country can"))
+    assert a.committed_text == "ask not what your country"
+    assert a.text == "ask not what your country can"
+
+
+def test_disagreement_commits_nothing_more() -> None:
+    a = Agreement()
+    a.update(hyp("the cat"))
+    a.update(hyp("the cat sat"))
+    assert a.committed_text == "the cat"
+    assert a.update(hyp("the cat sad on")) == []
+    assert a.update(hyp("the cat sat on the")) == []  # "sad" and "sat" differ
+    assert [w.text for w in a.update(hyp("the cat sat on the mat"))] == ["sat", "on", "the"]
+
+
+def test_reconcile_keeps_committed_words_and_takes_the_final_tail() -> None:
+    a = Agreement()
+    a.update(hyp("go forward ten"))
+    a.update(hyp("go forward ten meters"))
+    final = hyp("Go forward, 10 meters.")
+    assert " ".join(w.text for w in a.reconcile(final)) == "go forward ten meters."
+
+
+def test_reconcile_without_commitments_is_the_final() -> None:
+    assert [w.text for w in Agreement().reconcile(hyp("hello there"))] == ["hello", "there"]
+
+
+def test_align_after_finds_the_end_of_a_changed_prefix() -> None:
+    assert align_after(["a", "b"], ["a", "b", "c"]) == 2
+    assert align_after(["ask", "not", "what"], ["ask", "knot", "what", "your"]) == 3
+    assert align_after(["one", "two", "three"], ["one", "three", "four"]) == 2
+    assert align_after([], ["x"]) == 0
+
+
+def test_cut_hands_over_a_piece_and_keeps_the_rest() -> None:
+    a = Agreement()
+    a.update(hyp("one two three four"))
+    a.update(hyp("one two three four five"))
+    piece = a.cut(2)
+    assert [w.text for w in piece] == ["one", "two"]
+    assert a.committed_text == "three four"
