@@ -7,6 +7,7 @@ driver only; no browser download).
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import wave
 from collections.abc import Callable, Iterator
@@ -163,3 +164,36 @@ def test_tutorial_mediarecorder_client_works_unchanged(
     text = page.inner_text("#out")
     assert "undefined" not in text
     assert wer(references["jfk.flac"], text) < 0.2, text
+
+
+def test_page_reconnects_and_resumes_its_transcript(
+    server: ServerThread, browser: Any, references: dict[str, str]
+) -> None:
+    page = browser.new_page()
+    page.goto(server.url("/"))
+    page.click("#toggle")
+    page.wait_for_function("window.livewhisper.state === 'live'")
+    session = page.evaluate("window.livewhisper.session")
+    page.wait_for_function("window.livewhisper.text().includes('Americans')", timeout=45_000)
+
+    async def drop_connections() -> int:
+        # As if the network went away: no close frame, the page sees code 1006.
+        connections = list(server.server.audio)
+        for connection in connections:
+            connection.ws.transport.abort()
+        return len(connections)
+
+    dropped = asyncio.run_coroutine_threadsafe(drop_connections(), server.loop).result(10)
+    assert dropped == 1
+    page.wait_for_function("window.livewhisper.state === 'reconnecting'", timeout=10_000)
+    page.wait_for_function("window.livewhisper.state === 'live'", timeout=20_000)
+    assert page.evaluate("window.livewhisper.session") == session
+    # Audio recorded while disconnected was kept and sent: the speech goes on to its end.
+    page.wait_for_function(
+        "(t => t.lastIndexOf('country') > t.indexOf('country'))(window.livewhisper.text())",
+        timeout=45_000,
+    )
+    page.click("#toggle")
+    page.wait_for_function("window.livewhisper.state === 'idle'", timeout=30_000)
+    text = page.evaluate("window.livewhisper.text()")
+    assert wer(references["jfk.flac"], text) < 0.3, text

@@ -720,3 +720,58 @@ def test_serve_options_make_server_options() -> None:
     runner.invoke(command, ["--serve", "--host", "0.0.0.0", "--no-token"])
     assert seen[-1] is not None
     assert prepare(seen[-1], console).token is None
+
+
+@pytest.mark.slow
+def test_listen_serve_captions_the_local_input_and_serves_browsers(
+    speech: Callable[[str], np.ndarray], references: dict[str, str]
+) -> None:
+    """``listen --input FILE --serve``: the file is the server's own microphone (session
+    ``local``, shown to caption viewers) while a browser-like client streams its own."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    command = [sys.executable, "-m", "livewhisper", "listen", "--quiet", "--format", "jsonl"]
+    command += ["--input", str(data / "jfk.flac"), "--serve", "--port", "0"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        port = int(match.group(1))
+
+        async def main() -> tuple[str, str]:
+            captions = await connect(f"ws://127.0.0.1:{port}/ws/captions?session=local")
+            assert (await recv_json(captions))["type"] == "ready"
+            async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                await ws.send(json.dumps({"type": "start"}))
+                assert (await recv_json(ws))["type"] == "ready"
+                for frame in frames(pcm16(speech("goforward.flac"))):
+                    await ws.send(frame)
+                await ws.send(json.dumps({"type": "stop"}))
+                browser = " ".join(
+                    m["text"] for m in await recv_until(ws, "stopped") if m["type"] == "final"
+                )
+            local = []
+            while "country" not in " ".join(local).split("you")[-1]:
+                event = await recv_json(captions)
+                assert event["session"] == "local"
+                local.append(event["text"])
+            await captions.close()
+            return browser, " ".join(local)
+
+        browser, local = run(main())
+        assert wer(references["goforward.flac"], browser) <= 0.3, browser
+        assert wer(references["jfk.flac"], local) < 0.2, local
+        out, err = proc.communicate(timeout=60)  # the file ended: listen ends, exit 0
+        assert proc.returncode == 0, err
+        printed = [json.loads(line)["text"] for line in out.splitlines()]
+        assert " ".join(printed) == local  # stdout and the caption feed agree
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -909,6 +909,12 @@ class ServerThread:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The server's event loop, for `asyncio.run_coroutine_threadsafe`."""
+        assert self._loop is not None, "start the server first"
+        return self._loop
+
     def url(self, path: str = "/", host: str | None = None) -> str:
         return self.server.url(path, host)
 
