@@ -29,7 +29,7 @@ from livewhisper.server import LiveServer, ServerOptions, StreamRequest, running
 from livewhisper.transcript import TextEvent
 
 T = TypeVar("T")
-TIMEOUT = 20.0
+TIMEOUT = 60.0
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -611,7 +611,7 @@ def test_concurrent_sessions_each_get_their_own_transcript(
             for i in range(0, len(data), chunk):
                 await asyncio.sleep(2.8)  # MediaRecorder hands out what it recorded meanwhile
                 await ws.send(data[i : i + chunk])
-            deadline = asyncio.get_running_loop().time() + 30
+            deadline = asyncio.get_running_loop().time() + 60
             while "country" not in text.split("you")[-1]:
                 left = deadline - asyncio.get_running_loop().time()
                 text += json.loads(await asyncio.wait_for(ws.recv(), max(0.1, left)))["text"]
