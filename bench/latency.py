@@ -190,7 +190,9 @@ def listen(
     run = Run(name)
     try:
         run.peak_rss_mb = peak_rss_mb(proc.pid)
-    except OSError:  # it ended already: the sampled peak is what there is
+    except OSError:
+        run.peak_rss_mb = float("nan")
+    if run.peak_rss_mb != run.peak_rss_mb:  # it ended already: use the sampled peak
         run.peak_rss_mb = sampler.peak_rss / 2**20
     proc.send_signal(signal.SIGINT)
     proc.wait(60)
