@@ -475,6 +475,44 @@ def test_unanswered_pings_close_the_connection() -> None:
     run(main())
 
 
+def test_busy_state_and_overload() -> None:
+    pressure = {"waiting": 0, "seconds": 0.0}
+
+    def backlog(stream: object) -> tuple[int, float]:
+        return pressure["waiting"], pressure["seconds"]
+
+    async def main() -> None:
+        options = ServerOptions(port=0, max_behind_seconds=30.0)
+        async with running(options, CountingStream, backlog=backlog) as server:
+            async with connect(ws_url(server)) as ws:
+                await ws.send(json.dumps({"type": "start"}))
+                await recv_json(ws)
+                # One utterance being transcribed is normal; two waiting is "busy".
+                pressure.update(waiting=1, seconds=4.0)
+                pressure.update(waiting=3, seconds=12.0)
+                status = await recv_json(ws)
+                assert status == {"type": "status", "state": "busy", "behind": 12.0}
+                pressure.update(waiting=0, seconds=0.0)
+                assert (await recv_json(ws))["state"] == "ok"
+                # Far behind: this session ends with "try again later", and while the
+                # server is that far behind, new audio clients are turned away.
+                pressure.update(waiting=9, seconds=45.0)
+                assert (await recv_json(ws))["state"] == "busy"
+                code, reason = await closed_with(ws)
+                assert code == 1013 and "busy" in reason
+            with pytest.raises(InvalidStatus) as info:
+                await connect(ws_url(server))
+            assert info.value.response.status_code == 503
+            async with connect(ws_url(server, "/ws/captions")) as viewer:  # viewers still may
+                assert (await recv_json(viewer))["type"] == "ready"
+            pressure.update(waiting=0, seconds=0.0)
+            async with connect(ws_url(server)) as ws:
+                await ws.send(json.dumps({"type": "start"}))
+                assert (await recv_json(ws))["type"] == "ready"
+
+    run(main())
+
+
 # --- caption viewers and the local microphone ------------------------------------------
 
 

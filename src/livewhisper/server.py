@@ -100,6 +100,9 @@ class ServerOptions:
     ping_timeout: float | None = 20.0
     resume_seconds: float = 300.0  # how long a disconnected session can be resumed
     busy_utterances: int = 1  # utterances of a session waiting for the model before "busy"
+    #: A session this far behind the speech (seconds of audio waiting for the model) is
+    #: closed with 1013; while the whole server is, new audio clients get HTTP 503.
+    max_behind_seconds: float = 60.0
 
     @property
     def tls(self) -> bool:
@@ -265,18 +268,24 @@ class AudioConnection:
         self.busy = False
         self.started = time.monotonic()
         self._ending = asyncio.Lock()
+        self._receiver: asyncio.Task[None] | None = None
+        self._in_thread: asyncio.Future[Any] | None = None  # the feed or join running now
 
     # The connection's life.
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
         monitor = asyncio.create_task(self._watch_backlog())
+        self._receiver = asyncio.create_task(self._receive_loop())
         try:
-            await self._receive_loop()
+            await self._receiver
         except ProtocolError as exc:
             self.closing = self.closing or exc
         except ConnectionClosed:
             pass
+        except asyncio.CancelledError:
+            if self.closing is None or not self._receiver.cancelled():
+                raise  # cancelled from outside, not by fail()
         finally:
             monitor.cancel()
             try:
@@ -327,10 +336,19 @@ class AudioConnection:
         self.outbox.put_nowait(message)
 
     def fail(self, error: ProtocolError) -> None:
-        """End the connection from a callback; the receive loop stops with *error*."""
+        """End the connection from a callback: the receive loop stops, the open utterance
+        is transcribed and sent, then the connection closes with *error*."""
         if self.closing is None:
             self.closing = error
-            self.loop.create_task(self.ws.close(error.code, error.reason))
+            if self._receiver is not None:
+                self._receiver.cancel()
+
+    async def _thread(self, func: Callable[..., T], *args: Any) -> T:
+        """Run *func* off the loop. A cancelled caller does not stop it: `end_stream`
+        waits for it, so the stream is never fed and finished at the same time."""
+        future = asyncio.ensure_future(asyncio.to_thread(func, *args))
+        self._in_thread = future
+        return await asyncio.shield(future)
 
     async def _watch_backlog(self) -> None:
         """Tell the client when its utterances queue up behind the model ("busy").
@@ -349,6 +367,14 @@ class AudioConnection:
                 if not self.compat:
                     state = "busy" if busy else "ok"
                     self.send({"type": "status", "state": state, "behind": round(seconds, 1)})
+            if seconds > self.server.options.max_behind_seconds:
+                self.fail(
+                    ProtocolError(
+                        CLOSE_TRY_AGAIN,
+                        f"server busy: this session is {seconds:.0f} s behind; try again later",
+                    )
+                )
+                return
 
     # Control messages.
 
@@ -486,7 +512,7 @@ class AudioConnection:
         stream = self.stream
         if stream is None or not len(samples):
             return
-        await asyncio.to_thread(stream.feed, samples)
+        await self._thread(stream.feed, samples)
         self.fed += len(samples)
         self._check_stream(stream)
 
@@ -548,12 +574,14 @@ class AudioConnection:
         if self.decoder is not None:
             decoder, self.decoder = self.decoder, None
             decoder.close()
-            await asyncio.to_thread(decoder.join)
+            await self._thread(decoder.join)
             await asyncio.sleep(0)  # let the counts it queued on the loop run
 
     async def end_stream(self) -> None:
         """Flush the open utterance: its final is delivered before this returns."""
         async with self._ending:
+            if self._in_thread is not None:
+                await asyncio.wait([self._in_thread])  # a feed cut short by fail()
             await self._close_decoder()
             if self.resampler is not None:
                 tail = self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
@@ -562,7 +590,7 @@ class AudioConnection:
             stream, self.stream = self.stream, None
             if stream is None:
                 return
-            await asyncio.to_thread(stream.finish)
+            await self._thread(stream.finish)
             await asyncio.sleep(0)  # events that finish() queued with call_soon_threadsafe
             if self.session is not None:
                 self.session.audio_seconds = self.offset + self.fed / SAMPLE_RATE
@@ -581,11 +609,11 @@ class LiveServer:
         options: ServerOptions,
         make_stream: StreamFactory,
         *,
-        backlog: Callable[[AudioStream], tuple[int, float]] | None = None,
+        backlog: Callable[[AudioStream | None], tuple[int, float]] | None = None,
     ) -> None:
         self.options = options
         self.make_stream = make_stream
-        self.backlog = backlog or (lambda stream: (0, 0.0))
+        self.backlog = backlog or _no_backlog
         self.hub = Hub(options.resume_seconds)
         self.audio: set[AudioConnection] = set()
         self.viewers = 0
@@ -687,6 +715,8 @@ class LiveServer:
                 return _http(503, "Service Unavailable", b"Too many caption viewers.\n")
         elif len(self.audio) >= opts.max_clients:
             return _http(503, "Service Unavailable", b"Server busy: too many clients.\n")
+        elif self.backlog(None)[1] > opts.max_behind_seconds:
+            return _http(503, "Service Unavailable", b"Server busy: try again later.\n")
         return None
 
     def _origin_allowed(self, origin: str, request: Request) -> bool:
@@ -755,6 +785,10 @@ class LiveServer:
                 session.viewers.discard(queue)
 
 
+def _no_backlog(stream: AudioStream | None) -> tuple[int, float]:
+    return 0, 0.0
+
+
 async def _drain(ws: ServerConnection) -> None:
     """Read and ignore what a viewer sends, until it goes."""
     with contextlib.suppress(ConnectionClosed):
@@ -800,7 +834,7 @@ async def running(
     options: ServerOptions,
     make_stream: StreamFactory,
     *,
-    backlog: Callable[[AudioStream], tuple[int, float]] | None = None,
+    backlog: Callable[[AudioStream | None], tuple[int, float]] | None = None,
 ) -> AsyncIterator[LiveServer]:
     """``async with running(options, factory) as server:`` serves until the block ends."""
     server = LiveServer(options, make_stream, backlog=backlog)
@@ -820,9 +854,10 @@ def generate_token() -> str:
 
 def live_streams(
     scheduler: Scheduler, options: StreamOptions | None = None
-) -> tuple[StreamFactory, Callable[[AudioStream], tuple[int, float]]]:
-    """A factory of `LiveStream`s over *scheduler* (one per connection), and their backlog:
-    utterances queued or running, and their seconds of audio.
+) -> tuple[StreamFactory, Callable[[AudioStream | None], tuple[int, float]]]:
+    """A factory of `LiveStream`s over *scheduler* (one per connection), and their backlog
+    (of one stream, or of all with None): utterances queued or running, and their seconds
+    of audio.
 
     A client's ``language`` replaces the one in *options*; the engine checks it first,
     so a language the model does not know is refused when the stream starts.
@@ -841,9 +876,10 @@ def live_streams(
             stream_options = dataclasses.replace(base, transcribe=transcribe)
         return LiveStream(scheduler, stream_options, emit)
 
-    def backlog(stream: AudioStream) -> tuple[int, float]:
+    def backlog(stream: AudioStream | None) -> tuple[int, float]:
+        """Of one stream, or of every stream when *stream* is None."""
         key = getattr(stream, "key", None)
-        if key is None:
+        if stream is not None and key is None:
             return 0, 0.0
         waiting = scheduler.backlog(key)
         return waiting.finals, waiting.seconds
@@ -864,7 +900,7 @@ class ServerThread:
         options: ServerOptions,
         make_stream: StreamFactory,
         *,
-        backlog: Callable[[AudioStream], tuple[int, float]] | None = None,
+        backlog: Callable[[AudioStream | None], tuple[int, float]] | None = None,
     ) -> None:
         self.server = LiveServer(options, make_stream, backlog=backlog)
         self._thread: threading.Thread | None = None
