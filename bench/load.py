@@ -54,7 +54,7 @@ class ClientResult:
     words: int = 0
     busy_messages: int = 0
     audio_seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
+    turned_away: str | None = None  # refused (HTTP 503) or closed (1013) as busy
 
 
 @dataclass
@@ -66,6 +66,8 @@ class RunResult:
     max: float
     wer: float
     busy_clients: int
+    turned_away: int
+    solo_job: float
     load_before: float
     seconds: float
 
@@ -115,12 +117,35 @@ async def client(
     url: str, audio: np.ndarray, reference: str, start_delay: float, speed: float = 1.0
 ) -> ClientResult:
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
     result = ClientResult(audio_seconds=len(audio) / RATE)
     loud = speech_frames(audio)
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     texts: list[tuple[int, str]] = []
     await asyncio.sleep(start_delay)
+    try:
+        await stream(url, pcm, loud, speed, result, texts, connect)
+    except InvalidStatus as exc:
+        result.turned_away = f"HTTP {exc.response.status_code}"
+    except ConnectionClosedError as exc:
+        result.turned_away = f"closed {exc.rcvd.code if exc.rcvd else '?'}"
+    hypothesis = " ".join(text for _, text in sorted(texts))
+    ref = words(reference)
+    result.words = len(ref)
+    result.wer = edit_distance(ref, words(hypothesis)) / max(1, len(ref))
+    return result
+
+
+async def stream(
+    url: str,
+    pcm: bytes,
+    loud: np.ndarray,
+    speed: float,
+    result: ClientResult,
+    texts: list[tuple[int, str]],
+    connect: Any,
+) -> None:
     loop = asyncio.get_running_loop()
     async with connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "start", "language": "en", "partials": False}))
@@ -153,14 +178,11 @@ async def client(
             await asyncio.sleep(max(0.0, t0 + n * 0.1 / speed - loop.time()))
         await ws.send(json.dumps({"type": "stop"}))
         await asyncio.wait_for(receiver, 300)
-    hypothesis = " ".join(text for _, text in sorted(texts))
-    ref = words(reference)
-    result.words = len(ref)
-    result.wer = edit_distance(ref, words(hypothesis)) / max(1, len(ref))
-    return result
 
 
-async def run_clients(url: str, n: int, clips: dict[str, np.ndarray], seed: int) -> RunResult:
+async def run_clients(
+    url: str, n: int, clips: dict[str, np.ndarray], seed: int, solo_job: float
+) -> RunResult:
     refs = references()
     load_before = os.getloadavg()[0]
     started = time.monotonic()
@@ -169,16 +191,19 @@ async def run_clients(url: str, n: int, clips: dict[str, np.ndarray], seed: int)
         audio, reference = program(seed * 1000 + k, clips, refs)
         jobs.append(client(url, audio, reference, start_delay=random.Random(k).uniform(0, 2)))
     results = await asyncio.gather(*jobs)
-    latencies = sorted(x for r in results for x in r.latencies)
-    total_words = sum(r.words for r in results)
+    latencies = sorted(x for r in results for x in r.latencies) or [float("nan")]
+    finished = [r for r in results if r.turned_away is None]  # WER of those served to the end
+    total_words = sum(r.words for r in finished)
     return RunResult(
         clients=n,
-        utterances=len(latencies),
+        utterances=sum(len(r.latencies) for r in results),
         p50=statistics.median(latencies),
         p95=float(np.percentile(latencies, 95)),
         max=latencies[-1],
-        wer=sum(r.wer * r.words for r in results) / max(1, total_words),
+        wer=sum(r.wer * r.words for r in finished) / max(1, total_words),
         busy_clients=sum(r.busy_messages > 0 for r in results),
+        turned_away=sum(r.turned_away is not None for r in results),
+        solo_job=solo_job,
         load_before=load_before,
         seconds=time.monotonic() - started,
     )
@@ -213,13 +238,15 @@ def plot(runs: list[RunResult], path: Path, title: str) -> None:
 
 def table(runs: list[RunResult]) -> str:
     lines = [
-        "| clients | finals | median latency | p95 latency | max | WER | clients told busy |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| clients | finals | median latency | p95 latency | max | WER | told busy "
+        "| turned away | one 5 s job alone | load avg before |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         lines.append(
             f"| {r.clients} | {r.utterances} | {r.p50:.2f} s | {r.p95:.2f} s | {r.max:.2f} s "
-            f"| {100 * r.wer:.1f} % | {r.busy_clients} |"
+            f"| {100 * r.wer:.1f} % | {r.busy_clients} | {r.turned_away} | {r.solo_job:.2f} s "
+            f"| {r.load_before:.2f} |"
         )
     return "\n".join(lines)
 
@@ -241,12 +268,17 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
         with ServerThread(options, make, backlog=backlog) as server:
             url = server.url("/ws").replace("http", "ws", 1)
             for n in args.clients:
-                run = await run_clients(url, n, clips, args.seed)
+                # How fast the model is on this machine right now, alone: one 5 s utterance.
+                started = time.monotonic()
+                engine.transcribe(clips["jfk.flac"][: 5 * RATE], transcribe)
+                solo = time.monotonic() - started
+                run = await run_clients(url, n, clips, args.seed, solo)
                 runs.append(run)
                 print(
                     f"N={n}: {run.utterances} finals, median {run.p50:.2f} s, "
                     f"p95 {run.p95:.2f} s, WER {100 * run.wer:.1f} %, "
-                    f"busy {run.busy_clients}, load before {run.load_before:.2f}",
+                    f"busy {run.busy_clients}, turned away {run.turned_away}, "
+                    f"5 s job alone {run.solo_job:.2f} s, load before {run.load_before:.2f}",
                     file=sys.stderr,
                     flush=True,
                 )
