@@ -215,7 +215,8 @@ def test_bad_device_index_is_one_line(virtual_mic: VirtualMic) -> None:
     run = Listen(["--device", "99"], virtual_mic.environ())
     assert run.finish(60) == 1
     assert run.errors() == [
-        "Error: There is no input device with index 99; run 'livewhisper devices' to list them."
+        "livewhisper: error: There is no input device with index 99; "
+        "run 'livewhisper devices' to list them."
     ], run.report()
     assert run.stdout == []
 
@@ -294,5 +295,5 @@ def test_unwritable_output_is_one_line() -> None:
     run = Listen(["--input", "-", "-o", "/nonexistent-dir/out.txt"], stdin=b"")
     assert run.finish(60) == 1
     assert run.errors() == [
-        "Error: Cannot write /nonexistent-dir/out.txt: No such file or directory."
+        "livewhisper: error: Cannot write /nonexistent-dir/out.txt: No such file or directory."
     ], run.report()

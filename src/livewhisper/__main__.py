@@ -1,3 +1,3 @@
 from livewhisper.cli import main
 
-main()
+main(prog_name="livewhisper")

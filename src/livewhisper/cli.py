@@ -44,14 +44,18 @@ class CliError(click.ClickException):
         fail(self.format_message())
 
 
-def model_options(func: F) -> F:
-    """The options that choose and place the model, shared by every command that loads one."""
+def model_options(func: F, *, device_flags: tuple[str, ...] = ("--device", "--model-device")) -> F:
+    """The options that choose and place the model, shared by every command that loads one.
+
+    Where ``--device`` means the audio device (``listen``), pass
+    ``device_flags=("--model-device",)``.
+    """
     options = [
         click.option(
             "--model", "-m", default=models.DEFAULT_MODEL, show_default=True, help=MODEL_HELP
         ),
         click.option(
-            "--device",
+            *device_flags,
             "model_device",
             type=click.Choice(["auto", "cpu", "cuda"]),
             default="auto",

@@ -14,10 +14,12 @@ from rich.table import Table
 from livewhisper import models
 from livewhisper.cli import (
     MODEL_HELP,
+    CliError,
     build_model_options,
     decode_options,
     fail,
     load_engine,
+    model_options,
     stderr_console,
 )
 from livewhisper.cli_serve import ServeSettings, serve_options, serve_until_interrupted, serving
@@ -28,35 +30,7 @@ LISTEN_EPILOG = "The JSON events are described in docs/listen.md."
 
 def _live_model_options(func: Any) -> Any:
     """The model options of `file`, except that --device here is the audio device."""
-    options = [
-        click.option(
-            "--model", "-m", default=models.DEFAULT_MODEL, show_default=True, help=MODEL_HELP
-        ),
-        click.option(
-            "--model-device",
-            type=click.Choice(["auto", "cpu", "cuda"]),
-            default="auto",
-            show_default=True,
-            help="Where the model runs.",
-        ),
-        click.option(
-            "--compute-type",
-            default="default",
-            show_default=True,
-            help="CTranslate2 compute type: int8, float16, float32... "
-            "'default' is int8 on the CPU and float16 on CUDA.",
-        ),
-        click.option(
-            "--threads",
-            type=click.IntRange(min=0),
-            default=0,
-            show_default=True,
-            help="CPU threads for the model (0: let CTranslate2 choose).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return model_options(func, device_flags=("--model-device",))
 
 
 @click.command("listen", epilog=LISTEN_EPILOG)
@@ -210,13 +184,13 @@ def listen_command(
                 build_model_options(model, model_device, compute_type, threads), transcribe
             )
         except LivewhisperError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise CliError(str(exc)) from exc
         scheduler = stack.enter_context(Scheduler(engine))
         if serve is not None:
             try:
                 server = stack.enter_context(serving(serve, scheduler, options, console))
             except LivewhisperError as exc:
-                raise click.ClickException(str(exc)) from exc
+                raise CliError(str(exc)) from exc
             if source is None:  # --serve-only: browsers, no local microphone
                 serve_until_interrupted()
                 return
@@ -314,9 +288,9 @@ def devices_command() -> None:
     try:
         devices = list_input_devices()
     except LivewhisperError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CliError(str(exc)) from exc
     if not devices:
-        raise click.ClickException(
+        raise CliError(
             "No audio input device found: plug in a microphone or check that the sound "
             "server (PulseAudio, PipeWire) is running."
         )
