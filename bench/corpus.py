@@ -109,7 +109,21 @@ def to_flac(src: Path, dst: Path) -> None:
 
 def read_pcm(path: Path) -> np.ndarray:
     raw = subprocess.run(
-        ["sox", str(path), "-t", "raw", "-e", "signed", "-b", "16", "-c", "1", "-r", str(RATE), "-"],
+        [
+            "sox",
+            str(path),
+            "-t",
+            "raw",
+            "-e",
+            "signed",
+            "-b",
+            "16",
+            "-c",
+            "1",
+            "-r",
+            str(RATE),
+            "-",
+        ],  # fmt: skip
         capture_output=True,
         check=True,
     ).stdout
@@ -466,13 +480,20 @@ def write_readme(out: Path, items: list[Item], seed: int, shared: Path) -> None:
             lang = folder.split("_")[1]
             _, licence, speaker = ASTERISK[lang]
             what = WHAT["asterisk"].format(speaker=speaker)
-            origin = f"Debian `asterisk-core-sounds-{lang}-wav` 1.6.1; texts from `core-sounds-{lang}.txt` in `asterisk-core-sounds-{lang}`"
+            origin = (
+                f"Debian `asterisk-core-sounds-{lang}-wav` 1.6.1; texts from "
+                f"`core-sounds-{lang}.txt` in `asterisk-core-sounds-{lang}`"
+            )
         elif folder == "praatio_en":
             what, licence = WHAT["praatio_en"], "MIT (Tim Mahrt)"
-            origin = "`examples/files/{bobby,mary}.wav` and their TextGrids in the PyPI source archive `praatio==6.2.2`"
+            origin = (
+                "`examples/files/{bobby,mary}.wav` and their TextGrids in the PyPI "
+                "source archive `praatio==6.2.2`"
+            )
         else:
             what, licence, origin = WHAT["long"], "as the prompts", "derived from the folders above"
-        rows.append(f"| `{folder}` | {len(group)} | {minutes:.1f} | {what} | {origin} | {licence} |")
+        cells = [f"`{folder}`", str(len(group)), f"{minutes:.1f}", what, origin, licence]
+        rows.append("| " + " | ".join(cells) + " |")
     (out / "README.md").write_text(
         SOURCES_MD.format(
             seed=seed,
@@ -499,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shared", type=Path, default=DEFAULT_SHARED, help="the project's speech data (excluded)"
     )
-    parser.add_argument("--seed", type=int, default=1, help="seed of the joined items' order and pauses")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed of the joined items' order and pauses"
+    )
     args = parser.parse_args(argv)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
