@@ -100,9 +100,9 @@ class ServerOptions:
     ping_timeout: float | None = 20.0
     resume_seconds: float = 300.0  # how long a disconnected session can be resumed
     busy_utterances: int = 1  # utterances of a session waiting for the model before "busy"
-    #: A session this far behind the speech (seconds of audio waiting for the model) is
-    #: closed with 1013; while the whole server is, new audio clients get HTTP 503.
-    max_behind_seconds: float = 60.0
+    #: A session whose utterances have waited for the model without a break for this
+    #: long is closed with 1013 (try again later): the delay stays bounded.
+    max_wait_seconds: float = 30.0
 
     @property
     def tls(self) -> bool:
@@ -357,21 +357,26 @@ class AudioConnection:
         means the text falls behind the speech.
         """
         limit = self.server.options.busy_utterances
+        max_wait = self.server.options.max_wait_seconds
+        behind_since: float | None = None
         while True:
             await asyncio.sleep(0.25)
             stream = self.stream
             waiting, seconds = self.server.backlog(stream) if stream is not None else (0, 0.0)
+            now = time.monotonic()
+            behind_since = (behind_since or now) if waiting else None
             busy = waiting > limit
             if busy != self.busy:
                 self.busy = busy
                 if not self.compat:
                     state = "busy" if busy else "ok"
                     self.send({"type": "status", "state": state, "behind": round(seconds, 1)})
-            if seconds > self.server.options.max_behind_seconds:
+            if behind_since is not None and now - behind_since > max_wait:
                 self.fail(
                     ProtocolError(
                         CLOSE_TRY_AGAIN,
-                        f"server busy: this session is {seconds:.0f} s behind; try again later",
+                        f"server busy: the text has been late for {max_wait:.0f} s; "
+                        "try again later",
                     )
                 )
                 return
@@ -715,7 +720,8 @@ class LiveServer:
                 return _http(503, "Service Unavailable", b"Too many caption viewers.\n")
         elif len(self.audio) >= opts.max_clients:
             return _http(503, "Service Unavailable", b"Server busy: too many clients.\n")
-        elif self.backlog(None)[1] > opts.max_behind_seconds:
+        elif self.backlog(None)[0] > len(self.audio) + 1:
+            # More utterances waiting than sessions: the model does not keep up now.
             return _http(503, "Service Unavailable", b"Server busy: try again later.\n")
         return None
 
