@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,26 +18,9 @@ DATA = Path(__file__).parent / "data"
 
 def encode_audio(samples: np.ndarray, fmt: str) -> bytes:
     """16 kHz float32 *samples* as a WebM/Opus, Ogg/Opus or WAV byte stream, like a browser's."""
-    import av
+    from livewhisper.containers import encode
 
-    codec, rate = {
-        "webm": ("libopus", 48_000),
-        "ogg": ("libopus", 48_000),
-        "wav": ("pcm_s16le", 16_000),
-    }[fmt]
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
-        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = 16_000
-        for piece in [*resampler.resample(frame), *resampler.resample(None)]:
-            for packet in stream.encode(piece):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
+    return encode(samples, fmt)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
