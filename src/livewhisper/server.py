@@ -103,6 +103,9 @@ class ServerOptions:
     #: A session whose utterances have waited for the model without a break for this
     #: long is closed with 1013 (try again later): the delay stays bounded.
     max_wait_seconds: float = 30.0
+    #: New audio clients get HTTP 503 while more utterances than this per session
+    #: wait for the model (the model does not keep up now).
+    max_waiting_per_session: float = 2.0
 
     @property
     def tls(self) -> bool:
@@ -720,8 +723,7 @@ class LiveServer:
                 return _http(503, "Service Unavailable", b"Too many caption viewers.\n")
         elif len(self.audio) >= opts.max_clients:
             return _http(503, "Service Unavailable", b"Server busy: too many clients.\n")
-        elif self.backlog(None)[0] > len(self.audio) + 1:
-            # More utterances waiting than sessions: the model does not keep up now.
+        elif self.backlog(None)[0] > opts.max_waiting_per_session * max(1, len(self.audio)):
             return _http(503, "Service Unavailable", b"Server busy: try again later.\n")
         return None
 
@@ -874,7 +876,7 @@ def live_streams(
     check = getattr(scheduler.engine, "check", None)
 
     def make(request: StreamRequest, emit: Callable[[TextEvent], None]) -> AudioStream:
-        stream_options = base
+        stream_options = dataclasses.replace(base, partials=base.partials and request.partials)
         if request.language is not None:
             transcribe = dataclasses.replace(base.transcribe, language=request.language)
             if check is not None:
