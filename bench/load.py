@@ -296,9 +296,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="table and plot of saved results; no run"
+    )
     args = parser.parse_args()
     args.clients = [int(x) for x in args.clients.split(",")]
-    runs = asyncio.run(main_async(args))
+    if args.from_json:
+        runs = [RunResult(**r) for r in json.loads(args.from_json.read_text())]
+    else:
+        runs = asyncio.run(main_async(args))
     print(table(runs))
     ok = [r.clients for r in runs if r.p95 < TARGET_P95]
     print(f"\nLargest N with p95 under {TARGET_P95} s: {max(ok) if ok else 'none'}")
