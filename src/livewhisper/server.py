@@ -875,13 +875,19 @@ def live_streams(
     base = options or StreamOptions()
     check = getattr(scheduler.engine, "check", None)
 
+    makes_partials = any(f.name == "partials" for f in dataclasses.fields(base))
+
     def make(request: StreamRequest, emit: Callable[[TextEvent], None]) -> AudioStream:
-        stream_options = dataclasses.replace(base, partials=base.partials and request.partials)
+        stream_options = base
         if request.language is not None:
             transcribe = dataclasses.replace(base.transcribe, language=request.language)
             if check is not None:
                 check(transcribe)
-            stream_options = dataclasses.replace(base, transcribe=transcribe)
+            stream_options = dataclasses.replace(stream_options, transcribe=transcribe)
+        if makes_partials and not request.partials:
+            # Partial text costs model time: only for clients that ask for it.
+            off: dict[str, Any] = {"partials": False}
+            stream_options = dataclasses.replace(stream_options, **off)
         return LiveStream(scheduler, stream_options, emit)
 
     def backlog(stream: AudioStream | None) -> tuple[int, float]:
