@@ -11,9 +11,16 @@ from rich.console import Console
 
 from livewhisper.engine import Engine, TranscribeOptions, Transcription
 from livewhisper.errors import OutputError
-from livewhisper.live import LiveStream, Session, StreamOptions, StreamStatus, Summary
+from livewhisper.live import (
+    LiveStream,
+    Session,
+    StreamOptions,
+    StreamStatus,
+    Summary,
+    line_sink,
+)
 from livewhisper.scheduler import Scheduler
-from livewhisper.transcript import Segment, TextEvent
+from livewhisper.transcript import Segment, TextEvent, Word
 from livewhisper.vad import SegmenterOptions
 from livewhisper.view import LiveView
 
@@ -47,7 +54,7 @@ def scheduler() -> Iterator[Scheduler]:
         yield s
 
 
-OPTIONS = StreamOptions(segmenter=SegmenterOptions(silence_ms=300, pre_roll_ms=150))
+OPTIONS = StreamOptions(segmenter=SegmenterOptions(silence_ms=300, pre_roll_ms=150), partials=False)
 
 
 def test_stream_emits_finals_with_stream_times(scheduler: Scheduler) -> None:
@@ -148,6 +155,152 @@ def test_session_runs_a_source_to_the_sinks(scheduler: Scheduler) -> None:
     assert str(result.summary).startswith("Listened 0:03.3, 2 utterances, median latency")
 
 
+class ScriptEngine:
+    """Speech at a steady pace: word k ("w0", "w1", ...) spans [0.4 k + 1, 0.4 k + 1.3]
+    stream seconds. A pass hears the words that end inside its audio, with their
+    times; a partial pass (greedy) also hears half of the word being spoken."""
+
+    def __init__(self, words: int) -> None:
+        self.words = words
+        self.partial_passes = 0
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        end = offset + len(audio) / 16000
+        partial = options is not None and options.beam_size == 1
+        self.partial_passes += partial
+        heard = []
+        for k in range(self.words):
+            start = 1.0 + 0.4 * k
+            if start + 0.15 >= offset and (start + 0.3 <= end or (partial and start < end)):
+                text = f"w{k}" if start + 0.3 <= end else f"w{k}-"
+                heard.append(Word(start, start + 0.3, f" {text}", 0.9))
+        if not heard:
+            return Transcription([], "en")
+        text = " ".join(w.word.strip() for w in heard)
+        return Transcription([Segment(offset, end, text, tuple(heard))], "en")
+
+
+def speech_like(words: int) -> np.ndarray:
+    """Loud 0.3 s words with 0.1 s quiet gaps, after 1 s of silence, then 1 s silence."""
+    audio = np.zeros(int((2.0 + 0.4 * words) * 16000), np.float32)
+    for k in range(words):
+        i = int((1.0 + 0.4 * k) * 16000)
+        audio[i : i + int(0.3 * 16000)] = 0.3
+    return audio
+
+
+def feed_in_real_time(stream: LiveStream, audio: np.ndarray, step: float = 0.1) -> None:
+    pause = threading.Event()
+    n = int(step * 16000)
+    for i in range(0, len(audio), n):
+        stream.feed(audio[i : i + n])
+        pause.wait(step / 10)  # the engine is instant: let its thread take a turn
+
+
+def check_partials(events: list[TextEvent]) -> None:
+    """Partials share the id of their final, committed text only grows, and the
+    final keeps it."""
+    finals = {e.id: e for e in events if e.type == "final"}
+    committed: dict[int, str] = {}
+    for e in events:
+        if e.type != "partial":
+            continue
+        assert e.id in finals, f"partial {e.id} has no final"
+        assert e.text.startswith(e.stable)
+        assert e.stable.startswith(committed.get(e.id, "")), (committed.get(e.id), e.stable)
+        committed[e.id] = e.stable
+    for uid, stable in committed.items():
+        final = finals[uid].text
+        assert final.startswith(stable) or stable.startswith(final), (stable, final)
+
+
+def test_partials_commit_agreed_words_and_the_final_keeps_them() -> None:
+    engine = ScriptEngine(words=8)
+    events: list[TextEvent] = []
+    options = StreamOptions(segmenter=SegmenterOptions(silence_ms=300), piece_seconds=30.0)
+    with Scheduler(engine) as scheduler:
+        stream = LiveStream(scheduler, options, events.append, detector=loud)
+        feed_in_real_time(stream, speech_like(8))
+        assert stream.finish(timeout=10)
+    partials = [e for e in events if e.type == "partial"]
+    finals = [e for e in events if e.type == "final"]
+    assert len(finals) == 1 and finals[0].text == " ".join(f"w{k}" for k in range(8))
+    assert len(partials) >= 3 and engine.partial_passes >= 3
+    assert any(e.stable for e in partials)
+    # A half-heard word shows in the tail but is never committed.
+    assert all("-" not in e.stable for e in partials)
+    assert any("-" in e.text for e in partials)
+    check_partials(events)
+
+
+def test_long_speech_is_finalised_in_pieces_without_losing_or_repeating_words() -> None:
+    words = 40  # 16 s without a pause longer than 0.1 s
+    engine = ScriptEngine(words)
+    events: list[TextEvent] = []
+    options = StreamOptions(
+        segmenter=SegmenterOptions(silence_ms=300, max_utterance_s=30.0), piece_seconds=3.0
+    )
+    with Scheduler(engine) as scheduler:
+        stream = LiveStream(scheduler, options, events.append, detector=loud)
+        feed_in_real_time(stream, speech_like(words))
+        assert stream.finish(timeout=10)
+    finals = [e for e in events if e.type == "final"]
+    assert len(finals) >= 3, [e.text for e in finals]
+    assert " ".join(e.text for e in finals).split() == [f"w{k}" for k in range(words)]
+    assert [e.id for e in finals] == sorted({e.id for e in finals})
+    # Pieces join end to start, each cut in a gap between two words.
+    for a, b in zip(finals, finals[1:], strict=False):
+        assert a.end == pytest.approx(b.start)
+        assert (a.end - 1.0) % 0.4 >= 0.29 or (a.end - 1.0) % 0.4 < 0.01, a.end
+    # Each piece is final within a few seconds of its last word being spoken.
+    for e in finals[:-1]:
+        assert e.end - e.start < 3.0 + 3.0
+    check_partials(events)
+
+
+def test_speculative_final_is_used_when_the_silence_lasts() -> None:
+    engine = ScriptEngine(words=5)
+    events: list[TextEvent] = []
+    options = StreamOptions(segmenter=SegmenterOptions(silence_ms=600), partials=False)
+    with Scheduler(engine) as scheduler:
+        stream = LiveStream(scheduler, options, events.append, detector=loud)
+        calls: list[float] = []
+        real = engine.transcribe
+
+        def counted(audio: np.ndarray, *args: object, **kwargs: object) -> Transcription:
+            calls.append(len(audio) / 16000)
+            return real(audio, *args, **kwargs)  # type: ignore[arg-type]
+
+        engine.transcribe = counted  # type: ignore[method-assign]
+        feed_in_real_time(stream, speech_like(5))
+        assert stream.finish(timeout=10)
+    assert [e.text for e in events] == ["w0 w1 w2 w3 w4"]
+    assert len(calls) == 1  # started at the pause, kept at the close
+
+
+def test_line_sink_writes_partials_in_place_only_when_asked() -> None:
+    import io
+
+    out = io.StringIO()
+    plain, with_partials = line_sink("text", out), line_sink("text", out, partials=True)
+    partial = TextEvent("partial", 0, "ask not what", 0.0, 1.0, stable="ask not")
+    final = TextEvent("final", 0, "Ask not.", 0.0, 1.2)
+    plain(partial)
+    plain(final)
+    assert out.getvalue() == "Ask not.\n"
+    out.seek(0)
+    out.truncate()
+    with_partials(partial)
+    with_partials(final)
+    assert out.getvalue() == "\rask not what\rAsk not.    \n"
+    out.seek(0)
+    out.truncate()
+    line_sink("jsonl", out, partials=True)(partial)
+    assert '"type": "partial"' in out.getvalue() and '"stable": "ask not"' in out.getvalue()
+
+
 def test_summary_wording() -> None:
     assert str(Summary(75.0, 1, (0.5, 0.7, 0.9))) == (
         "Listened 1:15.0, 1 utterance, median latency 0.70 s."
@@ -193,6 +346,22 @@ def test_view_warns_when_nothing_is_heard() -> None:
 
 def test_view_without_lines_when_stdout_is_the_terminal() -> None:
     assert "Hello there." not in render(StreamStatus(), show_lines=False)
+
+
+def test_view_shows_the_partial_tail_apart_and_replaces_it() -> None:
+    console = Console(width=100, force_terminal=True, color_system="truecolor", record=True)
+    view = LiveView(console, StreamStatus, model="m", device="d", auto_refresh=False)
+    view.add_final(TextEvent("partial", 1, "ask not what your", 0.0, 1.0, stable="ask not"))
+    view.add_final(TextEvent("partial", 1, "ask not what your count", 0.0, 1.5, stable="ask not"))
+    console.print(view.render())
+    text = console.export_text(styles=True)
+    assert text.count("ask not") == 1 and "what your count" in text
+    assert "\x1b[2;3m what your count" in text  # the tail: dim italic
+    view.add_final(TextEvent("final", 1, "Ask not what your country.", 0.0, 2.0))
+    console.print(view.render())
+    text = console.export_text()
+    assert "Ask not what your country." in text and "count\n" not in text
+    assert view.partial is None
 
 
 def test_view_runs_live_on_a_terminal() -> None:

@@ -73,3 +73,16 @@ def test_cut_hands_over_a_piece_and_keeps_the_rest() -> None:
     piece = a.cut(2)
     assert [w.text for w in piece] == ["one", "two"]
     assert a.committed_text == "three four"
+
+
+def test_the_last_word_waits_unless_the_audio_ended_in_silence() -> None:
+    a = Agreement()
+    a.update(hyp("ask not what your count"))
+    assert [w.text for w in a.update(hyp("ask not what your count"))] == [
+        "ask",
+        "not",
+        "what",
+        "your",
+    ]
+    assert a.text == "ask not what your count"  # cut off mid-word: still in the tail
+    assert [w.text for w in a.update(hyp("ask not what your count"), complete=True)] == ["count"]

@@ -11,6 +11,7 @@ from livewhisper.vad import (
     FRAME_SAMPLES,
     Segmenter,
     SegmenterOptions,
+    SpeechPaused,
     SpeechStarted,
     UtteranceClosed,
     UtteranceDropped,
@@ -39,7 +40,7 @@ def frame_ids(audio: np.ndarray) -> list[int]:
 def run(seg: Segmenter, frames: list[np.ndarray]) -> list[object]:
     events: list[object] = []
     for f in frames:
-        events += seg.feed(f)
+        events += [e for e in seg.feed(f) if not isinstance(e, SpeechPaused)]
     return events
 
 
@@ -209,3 +210,43 @@ def test_real_speech_is_cut_at_pauses_when_too_long(speech: Callable[[str], np.n
 def test_silence_starts_nothing() -> None:
     events = segment(np.zeros(16000 * 3, np.float32))
     assert events == []
+
+
+def test_speech_paused_carries_the_audio_the_utterance_will_close_with() -> None:
+    frames, detect = scripted("_____SSSSSS______")
+    seg = Segmenter(detect, OPTS)
+    events: list[object] = []
+    for f in frames:
+        events += seg.feed(f)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["SpeechStarted", "SpeechPaused", "UtteranceClosed"]
+    paused, closed = events[1], events[2]
+    assert isinstance(paused, SpeechPaused) and isinstance(closed, UtteranceClosed)
+    assert np.array_equal(paused.audio, closed.audio) and paused.end == closed.end
+
+
+def test_speech_resuming_after_a_pause_continues_the_utterance() -> None:
+    frames, detect = scripted("_____SSSS___SSSS______")
+    seg = Segmenter(detect, OPTS)
+    events: list[object] = []
+    for f in frames:
+        events += seg.feed(f)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["SpeechStarted", "SpeechPaused", "SpeechPaused", "UtteranceClosed"]
+    assert len(events[3].audio) > len(events[1].audio)  # type: ignore[attr-defined]
+
+
+def test_split_hands_every_frame_to_exactly_one_utterance() -> None:
+    frames, detect = scripted("___" + "S" * 20 + "______")
+    seg = Segmenter(detect, OPTS)
+    events = run(seg, frames[:18])
+    assert seg.split(99.0) == [] and seg.split(0.0) == []  # outside the open utterance
+    events = seg.split(10 * 0.03)
+    closed, started = events
+    assert isinstance(closed, UtteranceClosed) and closed.forced
+    assert isinstance(started, SpeechStarted) and started.start == pytest.approx(closed.end)
+    assert frame_ids(closed.audio) == list(range(0, 10))
+    rest = run(seg, frames[18:])
+    last = rest[-1]
+    assert isinstance(last, UtteranceClosed)
+    assert frame_ids(last.audio) == list(range(10, 25))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import threading
 from typing import Any
@@ -114,6 +115,12 @@ def _live_model_options(func: Any) -> Any:
 @click.option(
     "--save-audio", default=None, metavar="FILE.wav", help="Keep the session's audio (16 kHz)."
 )
+@click.option(
+    "--partials/--no-partials",
+    default=None,
+    help="Show text while it is being spoken, settling word by word. Default: in the "
+    "live view and with --format jsonl; with --format text on stdout only when given.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No live view, no status messages.")
 @serve_options
 def listen_command(
@@ -136,6 +143,7 @@ def listen_command(
     fmt: str,
     output: str | None,
     save_audio: str | None,
+    partials: bool | None,
     quiet: bool,
     serve: ServeSettings | None,
 ) -> None:
@@ -149,7 +157,7 @@ def listen_command(
     Examples:
       livewhisper listen
       livewhisper listen --device USB --language en -o meeting.srt
-      livewhisper listen --format jsonl | jq -r .text
+      livewhisper listen --format jsonl | jq -r 'select(.type == "final") | .text'
       livewhisper listen --input talk.wav --speed 2
       arecord -f S16_LE -r 16000 -c 1 -t raw | livewhisper listen --input -
     """
@@ -163,12 +171,17 @@ def listen_command(
     transcribe = TranscribeOptions(
         language=language, task=task, beam_size=beam_size, initial_prompt=initial_prompt
     ).for_utterance()
+    console = stderr_console()
+    show_view = not quiet and console.is_terminal
+    stdout_is_view = show_view and sys.stdout.isatty()
+    # Partials on stdout: asked for, or JSON events; the live view always wants them.
+    stdout_partials = partials if partials is not None else fmt == "jsonl"
     options = StreamOptions(
         segmenter=SegmenterOptions(silence_ms=silence_ms, max_utterance_s=max_utterance),
         transcribe=transcribe,
         vad_level=vad_level,
+        partials=partials is not False and (stdout_partials or show_view),
     )
-    console = stderr_console()
     with contextlib.ExitStack() as stack:
         try:
             sinks = _open_outputs(stack, output)
@@ -188,7 +201,8 @@ def listen_command(
         scheduler = stack.enter_context(Scheduler(engine))
         if serve is not None:
             try:
-                server = stack.enter_context(serving(serve, scheduler, options, console))
+                served = dataclasses.replace(options, partials=partials is not False)
+                server = stack.enter_context(serving(serve, scheduler, served, console))
             except LivewhisperError as exc:
                 raise CliError(str(exc)) from exc
             if source is None:  # --serve-only: browsers, no local microphone
@@ -197,8 +211,6 @@ def listen_command(
             sinks.append(server.local_emitter())
         assert source is not None
         session = Session(source, scheduler, options, sinks, recorder=recorder)
-        show_view = not quiet and console.is_terminal
-        stdout_is_view = show_view and sys.stdout.isatty()
         view = None
         if show_view:
             from livewhisper.view import LiveView
@@ -213,10 +225,15 @@ def listen_command(
             session.sinks.append(view.add_final)
             session.on_force = view.stop
         if stdout_is_view and view is not None:
-            printer = view.print_line
-            session.sinks.insert(0, lambda e: printer(format_event(e, fmt)))
+            printer = view.print_line  # the view shows the partials
+
+            def print_final(event: Any) -> None:
+                if event.type == "final":
+                    printer(format_event(event, fmt))
+
+            session.sinks.insert(0, print_final)
         else:
-            session.sinks.insert(0, line_sink(fmt))
+            session.sinks.insert(0, line_sink(fmt, partials=stdout_partials))
         if not quiet:
             console.print(
                 f"Listening to {source.name} with {engine.name}; press Ctrl-C to stop.",

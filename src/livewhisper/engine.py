@@ -52,10 +52,19 @@ class TranscribeOptions:
     #: above this *and* a low average log-probability (see `is_hallucination`).
     drop_no_speech_prob: float = 0.5
     drop_logprob: float = -0.8
+    #: Decode text tokens only (segment times are then the window's).
+    without_timestamps: bool = False
 
     def for_utterance(self) -> TranscribeOptions:
         """Settings for one live utterance that the segmenter already cut out of silence."""
         return dataclasses.replace(self, vad_filter=False, condition_on_previous_text=False)
+
+    def for_partial(self) -> TranscribeOptions:
+        """Cheaper settings for the provisional text of an utterance still being spoken:
+        greedy, one temperature, no timestamp tokens."""
+        return dataclasses.replace(
+            self.for_utterance(), beam_size=1, temperature=(0.0,), without_timestamps=True
+        )
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,7 @@ class Engine:
             no_speech_threshold=options.no_speech_threshold,
             log_prob_threshold=options.log_prob_threshold,
             compression_ratio_threshold=options.compression_ratio_threshold,
+            without_timestamps=options.without_timestamps,
         )
 
     def stream(

@@ -28,19 +28,23 @@ from typing import Any, Literal, TextIO
 
 import numpy as np
 
-from livewhisper.engine import TranscribeOptions
+from livewhisper.engine import TranscribeOptions, Transcription
 from livewhisper.errors import LivewhisperError, OutputError
+from livewhisper.partials import Agreement, HypWord, join, key
 from livewhisper.scheduler import Job, JobResult, Scheduler
 from livewhisper.sources import Source
-from livewhisper.transcript import Segment, TextEvent
+from livewhisper.transcript import Segment, TextEvent, Word
 from livewhisper.vad import (
     FRAME_SAMPLES,
+    FRAME_SECONDS,
     SAMPLE_RATE,
     Detector,
     Segmenter,
     SegmenterOptions,
+    SpeechPaused,
     SpeechStarted,
     UtteranceClosed,
+    UtteranceDropped,
     webrtc_detector,
 )
 
@@ -63,6 +67,17 @@ class StreamOptions:
     segmenter: SegmenterOptions = field(default_factory=SegmenterOptions)
     transcribe: TranscribeOptions = field(default_factory=_utterance_options)
     vad_level: int = 3
+    #: Re-transcribe the open utterance as it grows and emit ``partial`` events.
+    partials: bool = True
+    #: Least new audio between two partial passes, in seconds; the interval grows to
+    #: the time one pass takes, so partials never use more than about half the engine.
+    partial_interval: float = 0.3
+    #: In speech without a pause, once this many seconds of an utterance are
+    #: committed, the committed words are finalised as a piece, cut between words.
+    piece_seconds: float = 5.0
+    #: Start the final when the silence begins (``tail_ms`` into it) instead of when
+    #: the utterance closes; kept if no speech follows.
+    speculate: bool = True
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,7 @@ class StreamStatus:
     utterances: int = 0  # finals with text
     pending: int = 0  # utterances closed but not yet transcribed
     last_latency: float | None = None
-    behind: float = 0.0  # seconds of audio waiting for the engine
+    behind: float = 0.0  # seconds of speech without text yet, beyond the usual
     overflows: int = 0
 
 
@@ -85,11 +100,38 @@ def level_db(frame: np.ndarray) -> float:
     return max(_SILENCE_DB, 20 * math.log10(rms)) if rms > 0 else _SILENCE_DB
 
 
+def hypothesis(transcription: Transcription) -> list[HypWord]:
+    """The words of a transcription, with their times when it has them."""
+    out: list[HypWord] = []
+    for segment in transcription.segments:
+        if segment.words:
+            out += [HypWord(w.word.strip(), w.start, w.end) for w in segment.words]
+        else:
+            out += [HypWord(t, segment.start, segment.end) for t in segment.text.split()]
+    return [w for w in out if key(w.text)]
+
+
+@dataclass
+class _Speculation:
+    """A final started when the utterance went quiet."""
+
+    job: Job
+    samples: int
+    closed: bool = False  # the utterance closed with exactly this audio
+    result: JobResult | None = None
+
+
 class LiveStream:
     """Frames the audio, runs the segmenter, and sends closed utterances to the
-    scheduler as final jobs. *emit* is called on the scheduler's thread with each
-    final `TextEvent`; an error it raises (such as an unwritable file) is kept in
-    `error` and the stream's owner decides what to do."""
+    scheduler as final jobs and, with partials on, the open utterance as partial
+    jobs. *emit* is called on the scheduler's thread with each `TextEvent`; an error
+    it raises (such as an unwritable file) is kept in `error` and the stream's owner
+    decides what to do.
+
+    Partial text follows `partials.Agreement`: words two passes agree on are
+    committed and stay; the final keeps them. In speech without a pause, committed
+    words are finalised in pieces (`StreamOptions.piece_seconds`) and the segmenter
+    goes on with the rest of the audio as the next utterance."""
 
     def __init__(
         self,
@@ -114,6 +156,20 @@ class LiveStream:
         self._arrived: dict[int, float] = {}
         self._utterances = 0
         self._lock = threading.Lock()
+        self._partial_options = self.options.transcribe.for_partial()
+        # The open utterance, as the partial machinery sees it (guarded by _lock).
+        self._open_id: int | None = None
+        self._open_start = 0.0
+        self._agreement = Agreement()
+        self._closing: dict[int, Agreement] = {}  # closed utterances awaiting their final
+        self._partial_job: Job | None = None
+        self._partial_mark = 0.0  # stream time the last partial pass was submitted at
+        self._interval = self.options.partial_interval
+        self._heard_until = 0.0  # stream time up to which text has been produced
+        self._last_partial: tuple[str, str] | None = None
+        self._changed = False  # committed words changed since the last cut check
+        self._speculation: dict[int, _Speculation] = {}
+        self._language: str | None = None  # the last one detected, for pieces
 
     @property
     def utterances(self) -> int:
@@ -145,68 +201,285 @@ class LiveStream:
     def _frame(self, frame: np.ndarray) -> None:
         self._levels.append(level_db(frame))
         self._handle(self.segmenter.feed(frame))
-        if self.segmenter.in_speech:
-            self._last_heard = self.segmenter.time
+        if not self.segmenter.in_speech:
+            return
+        self._last_heard = self.segmenter.time
+        if self.options.speculate and self.segmenter.quiet_for == 0.0:
+            with self._lock:
+                # Speech resumed: a final started at the pause will not be the final.
+                if self._open_id is not None:
+                    self._speculation.pop(self._open_id, None)
+        if self.options.partials:
+            self._maybe_cut()
+            self._maybe_partial()
 
     def _handle(self, events: list[Any]) -> None:
         for event in events:
             if isinstance(event, SpeechStarted):
                 log.info("utterance %d: speech started at %.2f s", event.id, event.start)
                 self._last_heard = self.segmenter.time
+                with self._lock:
+                    self._open_id, self._open_start = event.id, event.start
+                    self._partial_mark = event.start
+                    self._last_partial = None
+            elif isinstance(event, SpeechPaused):
+                if self.options.speculate:
+                    self._speculate(event)
             elif isinstance(event, UtteranceClosed):
                 log.info("utterance %d: closed at %.2f s", event.id, event.end)
                 self._last_heard = event.end
+                self._closed(event)
+            elif isinstance(event, UtteranceDropped):
                 with self._lock:
-                    self._arrived[event.id] = time.monotonic()
-                self.scheduler.submit(
-                    Job(
-                        stream=self.key,
-                        kind="final",
-                        utterance=event.id,
-                        audio=event.audio,
-                        offset=event.start,
-                        options=self.options.transcribe,
-                        on_done=self._done,
-                    )
-                )
-            # UtteranceDropped: too little speech to transcribe; nothing to do.
+                    self._forget_open(event.id)
+                    self._speculation.pop(event.id, None)
+
+    def _forget_open(self, uid: int) -> None:
+        """The open utterance *uid* ended: its partial work is of no more use."""
+        if self._open_id == uid:
+            self._open_id = None
+        self._partial_job = None
+        self.scheduler.discard_partials(self.key)
+
+    def _closed(self, event: UtteranceClosed) -> None:
+        with self._lock:
+            self._arrived[event.id] = time.monotonic()
+            agreement, self._agreement = self._agreement, Agreement()
+            if event.forced:
+                # Cut at the length limit in mid-speech: the committed words spoken
+                # before the cut belong to this utterance, the others to the next.
+                n = sum(1 for w in agreement.committed if (w.start + w.end) / 2 < event.end)
+                piece = agreement.cut(n)
+                self._agreement, agreement = agreement, Agreement(committed=piece)
+                self._agreement.tail = []
+            self._closing[event.id] = agreement
+            speculation = self._speculation.get(event.id)
+            self._forget_open(event.id)
+            job: Job
+            if speculation is not None and speculation.samples == len(event.audio):
+                speculation.closed = True
+                if speculation.result is None:
+                    return  # still to come: its result is the final
+                del self._speculation[event.id]
+                job = self._job(event.id, event.audio, event.start, speculation.result)
+            else:
+                self._speculation.pop(event.id, None)
+                job = self._job(event.id, event.audio, event.start)
+        self.scheduler.submit(job)
+
+    def _job(
+        self, uid: int, audio: np.ndarray, start: float, known: JobResult | None = None
+    ) -> Job:
+        job = Job(
+            stream=self.key,
+            kind="final",
+            utterance=uid,
+            audio=audio,
+            offset=start,
+            options=self.options.transcribe,
+            on_done=self._done,
+        )
+        if known is not None:
+            job.result = known.transcription
+            job.submitted = known.job.submitted
+            if known.error is not None:
+                self.error = self.error or known.error
+        return job
+
+    def _speculate(self, event: SpeechPaused) -> None:
+        job = Job(
+            stream=self.key,
+            kind="final",
+            utterance=event.id,
+            audio=event.audio,
+            offset=event.start,
+            options=self.options.transcribe,
+            on_done=self._speculated,
+        )
+        speculation = _Speculation(job, len(event.audio))
+
+        def wanted() -> bool:
+            with self._lock:
+                return self._speculation.get(event.id) is speculation
+
+        job.wanted = wanted
+        with self._lock:
+            self._speculation[event.id] = speculation
+        self.scheduler.submit(job)
+
+    def _speculated(self, result: JobResult) -> None:
+        uid = result.job.utterance
+        with self._lock:
+            speculation = self._speculation.get(uid)
+            if speculation is None or speculation.job is not result.job:
+                return
+            speculation.result = result
+            if not speculation.closed:
+                # Not final yet, but a hypothesis of the whole utterance so far.
+                if self.options.partials and self._open_id == uid and result.transcription:
+                    self._hypothesis(result, result.transcription, complete=True)
+                return
+            del self._speculation[uid]
+        self._done(result)
+
+    # ------------------------------------------------------------------ partials
+
+    def _maybe_partial(self) -> None:
+        now = self.segmenter.time
+        with self._lock:
+            if self._open_id is None or now - self._partial_mark < self._interval:
+                return
+            running = self._partial_job
+            if running is not None and running.started is not None:
+                return  # one pass in flight per stream
+            if self._open_id in self._speculation:
+                return  # a final of the same audio is on its way
+        opened = self.segmenter.open_utterance()
+        if opened is None:
+            return
+        uid, audio, start = opened
+        words = len(audio) / SAMPLE_RATE >= self.options.piece_seconds * 0.6
+        job = Job(
+            stream=self.key,
+            kind="partial",
+            utterance=uid,
+            audio=audio,
+            offset=start,
+            options=replace(self._partial_options, word_timestamps=words),
+            on_done=self._partial_done,
+        )
+        with self._lock:
+            self._partial_job = job
+            self._partial_mark = now
+        self.scheduler.submit(job)  # replaces a pass still queued
+
+    def _partial_done(self, result: JobResult) -> None:
+        with self._lock:
+            if result.job is not self._partial_job:
+                return  # its utterance has closed or been cut since
+            self._partial_job = None
+            self._interval = max(self.options.partial_interval, result.ran)
+            if result.error is not None or result.transcription is None:
+                self.error = self.error or result.error
+                return
+            self._hypothesis(result, result.transcription)
+
+    def _hypothesis(
+        self, result: JobResult, transcription: Transcription, *, complete: bool = False
+    ) -> None:
+        """A new hypothesis of the open utterance (called with the lock held)."""
+        job = result.job
+        if job.utterance != self._open_id:
+            return
+        self._heard_until = max(self._heard_until, job.offset + job.seconds)
+        if self._agreement.update(hypothesis(transcription), complete=complete):
+            self._changed = True
+        text, stable = self._agreement.text, self._agreement.committed_text
+        if not text or (text, stable) == self._last_partial:
+            return
+        self._last_partial = (text, stable)
+        event = TextEvent(
+            type="partial",
+            id=job.utterance,
+            text=text,
+            start=self._open_start,
+            end=job.offset + job.seconds,
+            language=transcription.language,
+            stable=stable,
+        )
+        self._send(event)
+
+    def _maybe_cut(self) -> None:
+        """Finalise a piece of a long utterance: its committed words up to the
+        quietest gap between two of them."""
+        with self._lock:
+            if not self._changed:
+                return
+            self._changed = False
+            committed = list(self._agreement.committed)
+            start = self._open_start
+        if len(committed) < 2 or committed[-1].end - start < self.options.piece_seconds:
+            return
+        opened = self.segmenter.open_utterance()
+        if opened is None or opened[0] != self._open_id:
+            return
+        uid, audio, start = opened
+        cut = _quietest_gap(audio, start, committed, min_piece=self.options.piece_seconds / 2)
+        if cut is None:
+            return
+        n, at = cut
+        events = self.segmenter.split(at)
+        closed = next((e for e in events if isinstance(e, UtteranceClosed)), None)
+        if closed is None:
+            self._handle(events)
+            return
+        with self._lock:
+            piece = self._agreement.cut(n)
+            self._arrived[uid] = time.monotonic()
+            self._closing[uid] = Agreement(committed=piece)
+            self._forget_open(uid)
+            words = [Word(w.start, w.end, w.text, 1.0) for w in piece]
+            known = Transcription(
+                [Segment(closed.start, closed.end, join(piece), tuple(words))],
+                self.options.transcribe.language or None,
+            )
+            job = self._job(uid, closed.audio, closed.start)
+            job.result = known
+        log.info("utterance %d: a piece of %d words cut at %.2f s", uid, n, at)
+        self.scheduler.submit(job)
+        self._handle([e for e in events if e is not closed])
 
     # ------------------------------------------------------------------ output
 
-    def _done(self, result: JobResult) -> None:
-        job = result.job
-        with self._lock:
-            arrived = self._arrived.pop(job.utterance, job.submitted)
-        if result.error is not None or result.transcription is None:
-            self.error = self.error or result.error
-            return
-        text = result.transcription.text.strip()
-        if not text:
-            return  # the guards found no speech in it: no text is better than invented text
-        end = job.offset + job.seconds
-        event = TextEvent(
-            type="final",
-            id=job.utterance,
-            text=text,
-            start=job.offset,
-            end=end,
-            language=result.transcription.language,
-        )
-        self._utterances += 1
+    def _send(self, event: TextEvent) -> None:
         try:
             if self.emit is not None:
                 self.emit(event)
         except LivewhisperError as exc:
             self.error = self.error or exc
+
+    def _done(self, result: JobResult) -> None:
+        job = result.job
+        with self._lock:
+            arrived = self._arrived.pop(job.utterance, job.submitted)
+            agreement = self._closing.pop(job.utterance, None)
+            self._heard_until = max(self._heard_until, job.offset + job.seconds)
+        if result.error is not None or result.transcription is None:
+            self.error = self.error or result.error
+            return
+        text = result.transcription.text.strip()
+        if text and agreement is not None and agreement.committed:
+            text = join(agreement.reconcile(hypothesis(result.transcription)))
+        if not text:
+            return  # the guards found no speech in it: no text is better than invented text
+        language = result.transcription.language or self._language
+        self._language = language
+        event = TextEvent(
+            type="final",
+            id=job.utterance,
+            text=text,
+            start=job.offset,
+            end=job.offset + job.seconds,
+            language=language,
+        )
+        self._utterances += 1
+        self._send(event)
         self.latencies.append(time.monotonic() - arrived)
 
     def status(self) -> StreamStatus:
         with self._lock:
             pending = len(self._arrived)
+            heard_until = self._heard_until
+            open_id = self._open_id
         state: State = "speech" if self.segmenter.in_speech else "listening"
         if pending and state == "listening":
             state = "transcribing"
         now = self.segmenter.time
+        behind = self.scheduler.backlog(self.key).final_seconds
+        if self.options.partials and open_id is not None:
+            # Seconds of the open utterance no pass has covered, beyond a pass's usual lag.
+            lag = now - max(heard_until, self._open_start) - 2 * self._interval
+            behind = max(behind, lag)
         return StreamStatus(
             state=state,
             time=now,
@@ -215,8 +488,38 @@ class LiveStream:
             utterances=self._utterances,
             pending=pending,
             last_latency=self.latencies[-1] if self.latencies else None,
-            behind=self.scheduler.backlog(self.key).seconds,
+            behind=max(0.0, behind),
         )
+
+
+def _quietest_gap(
+    audio: np.ndarray, start: float, committed: list[HypWord], *, min_piece: float
+) -> tuple[int, float] | None:
+    """Where to cut committed speech: ``(words before the cut, stream time)``.
+
+    Between every two committed words (the first piece at least *min_piece* long)
+    the quietest 30 ms frame near their gap is found; the quietest of those wins,
+    so a breath or a pause is preferred to a join inside a phrase.
+    """
+    frames = len(audio) // FRAME_SAMPLES
+    if frames < 2:
+        return None
+    energy = np.square(audio[: frames * FRAME_SAMPLES].reshape(frames, FRAME_SAMPLES)).mean(axis=1)
+    best: tuple[float, int, float] | None = None
+    for i in range(len(committed) - 1):
+        left, right = committed[i], committed[i + 1]
+        if left.end - start < min_piece:
+            continue
+        lo = max(1, int((min(left.end, right.start) - 0.06 - start) / FRAME_SECONDS))
+        hi = min(
+            frames - 1, int(math.ceil((max(left.end, right.start) + 0.06 - start) / FRAME_SECONDS))
+        )
+        if hi <= lo:
+            continue
+        k = lo + int(np.argmin(energy[lo:hi]))
+        if best is None or energy[k] < best[0]:
+            best = (float(energy[k]), i + 1, start + k * FRAME_SECONDS)
+    return None if best is None else (best[1], best[2])
 
 
 # --------------------------------------------------------------------------- sinks
@@ -229,18 +532,38 @@ def format_event(event: TextEvent, fmt: str = "text") -> str:
     return event.text
 
 
-def line_sink(fmt: str = "text", out: TextIO | None = None) -> Emit:
-    """One line per event on *out* (the current stdout if None), flushed each time."""
+def line_sink(fmt: str = "text", out: TextIO | None = None, *, partials: bool = False) -> Emit:
+    """One line per final on *out* (the current stdout if None), flushed each time.
+
+    With *partials*, partial events are written too: as JSON lines in ``jsonl``; in
+    ``text`` each partial is written after a carriage return without a newline, so on
+    a terminal it replaces the previous one in place and the final ends the line."""
+    shown = 0  # characters of the partial now on the line
 
     def emit(event: TextEvent) -> None:
-        _write_line(out or sys.stdout, format_event(event, fmt))
+        nonlocal shown
+        stream = out or sys.stdout
+        if event.type == "partial":
+            if not partials:
+                return
+            if fmt == "text":
+                line = event.text
+                _write(stream, "\r" + line + " " * max(0, shown - len(line)))
+                shown = len(line)
+                return
+        elif fmt == "text" and shown:
+            line = event.text
+            _write(stream, "\r" + line + " " * max(0, shown - len(line)) + "\n")
+            shown = 0
+            return
+        _write(stream, format_event(event, fmt) + "\n")
 
     return emit
 
 
-def _write_line(out: TextIO, line: str) -> None:
+def _write(out: TextIO, text: str) -> None:
     try:
-        out.write(line + "\n")
+        out.write(text)
         out.flush()
     except OSError as exc:
         name = "standard output" if out is sys.stdout else getattr(out, "name", "output")
@@ -248,9 +571,12 @@ def _write_line(out: TextIO, line: str) -> None:
 
 
 def transcript_sink(transcript: Any) -> Emit:
-    """Append each final to a `writers.AppendingTranscript` (synced to disk per line)."""
+    """Append each final to a `writers.AppendingTranscript` (synced to disk per line);
+    partials are skipped."""
 
     def emit(event: TextEvent) -> None:
+        if event.type != "final":
+            return
         extra = {"type": event.type, "id": event.id, "language": event.language}
         transcript.write(Segment(event.start, event.end, event.text), extra)
 

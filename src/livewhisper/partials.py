@@ -81,16 +81,21 @@ class Agreement:
     def text(self) -> str:
         return join([*self.committed, *self.tail])
 
-    def update(self, hypothesis: Sequence[HypWord]) -> list[HypWord]:
+    def update(self, hypothesis: Sequence[HypWord], *, complete: bool = False) -> list[HypWord]:
         """Take a new hypothesis of the whole utterance so far; return the words it
-        newly commits (possibly none)."""
+        newly commits (possibly none).
+
+        The audio of a pass usually ends inside a word, and two passes can agree on
+        the same cut-off word ("count" for "country"): the last word of a hypothesis
+        is only committed when *complete* says its audio ended in silence."""
         keys = [key(w.text) for w in hypothesis]
         start = align_after([key(w.text) for w in self.committed], keys)
         rest = [w for w in hypothesis[start:] if key(w.text)]
         rest_keys = [key(w.text) for w in rest]
         newly: list[HypWord] = []
+        candidates = rest if complete else rest[:-1]
         if self._previous_tail is not None:
-            for word, k, before in zip(rest, rest_keys, self._previous_tail, strict=False):
+            for word, k, before in zip(candidates, rest_keys, self._previous_tail, strict=False):
                 if k != before:
                     break
                 newly.append(word)

@@ -45,6 +45,13 @@ class Job:
     options: TranscribeOptions
     on_done: Callable[[JobResult], None]
     submitted: float = field(default_factory=time.monotonic)
+    #: Already known (a piece of a long utterance made of committed words): the worker
+    #: hands it to *on_done* in turn with the stream's other finals, without decoding.
+    result: Transcription | None = None
+    #: Asked just before the job runs; a job no longer wanted is skipped (a
+    #: speculative final whose utterance went on).
+    wanted: Callable[[], bool] | None = None
+    started: float | None = None  # when the worker took it
 
     @property
     def seconds(self) -> float:
@@ -67,6 +74,7 @@ class Backlog:
     finals: int = 0
     partials: int = 0
     seconds: float = 0.0
+    final_seconds: float = 0.0  # of which in finals: the text that is late for sure
 
 
 @dataclass
@@ -205,6 +213,7 @@ class Scheduler:
             finals=sum(j.kind == "final" for j in jobs),
             partials=sum(j.kind == "partial" for j in jobs),
             seconds=sum(j.seconds for j in jobs),
+            final_seconds=sum(j.seconds for j in jobs if j.kind == "final"),
         )
 
     # ------------------------------------------------------------------ worker
@@ -220,6 +229,7 @@ class Scheduler:
                         q: deque[Job] = getattr(self._streams[stream], kind)
                         if q:
                             job = q.popleft()
+                            job.started = time.monotonic()
                             self._running = job
                             self._cond.notify_all()  # a submit may be waiting for room
                             return job
@@ -229,21 +239,27 @@ class Scheduler:
 
     def _work(self) -> None:
         while (job := self._next()) is not None:
-            started = time.monotonic()
-            transcription: Transcription | None = None
-            error: BaseException | None = None
             try:
-                transcription = self.engine.transcribe(job.audio, job.options, offset=job.offset)
-            except Exception as exc:  # handed to the job's owner, which can report it
-                error = exc
-            done = time.monotonic()
-            result = JobResult(job, transcription, error, started - job.submitted, done - started)
-            try:
-                job.on_done(result)
-            except Exception:
-                # One stream's broken callback must not stop the others' work.
-                log.exception("the result callback of stream %r failed", job.stream)
+                if job.wanted is None or job.wanted():
+                    self._run(job)
             finally:
                 with self._cond:
                     self._running = None
                     self._cond.notify_all()
+
+    def _run(self, job: Job) -> None:
+        started = time.monotonic()
+        transcription: Transcription | None = job.result
+        error: BaseException | None = None
+        if transcription is None:
+            try:
+                transcription = self.engine.transcribe(job.audio, job.options, offset=job.offset)
+            except Exception as exc:  # handed to the job's owner, which can report it
+                error = exc
+        done = time.monotonic()
+        result = JobResult(job, transcription, error, started - job.submitted, done - started)
+        try:
+            job.on_done(result)
+        except Exception:
+            # One stream's broken callback must not stop the others' work.
+            log.exception("the result callback of stream %r failed", job.stream)

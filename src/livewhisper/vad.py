@@ -63,6 +63,18 @@ class UtteranceClosed:
 
 
 @dataclass(frozen=True)
+class SpeechPaused:
+    """The open utterance has gone quiet for ``tail_ms``: if the silence lasts, it will
+    close with exactly this audio. A transcriber can start on it now and have the
+    final ready when the utterance closes (or throw it away if speech resumes)."""
+
+    id: int
+    audio: np.ndarray
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
 class UtteranceDropped:
     """Speech started but held too little of it (a cough, a click): nothing to transcribe."""
 
@@ -71,7 +83,7 @@ class UtteranceDropped:
     end: float
 
 
-Event = SpeechStarted | UtteranceClosed | UtteranceDropped
+Event = SpeechStarted | SpeechPaused | UtteranceClosed | UtteranceDropped
 
 
 def _frames(ms: float) -> int:
@@ -111,6 +123,11 @@ class Segmenter:
     def in_speech(self) -> bool:
         return self._open is not None
 
+    @property
+    def quiet_for(self) -> float:
+        """Seconds of silence at the end of the open utterance (0 while speaking)."""
+        return self._trailing_silence * FRAME_SECONDS if self._open is not None else 0.0
+
     def open_utterance(self) -> tuple[int, np.ndarray, float] | None:
         """``(id, audio so far, start)`` of the utterance still open, or None."""
         if self._open is None:
@@ -132,7 +149,26 @@ class Segmenter:
             return self._close(keep, forced=False)
         if len(self._open) >= self._max_frames:
             return self._cut()
+        if (
+            self._trailing_silence == self._tail_frames < self._silence_frames
+            and sum(self._voiced) >= self._min_speech
+        ):
+            start = self._first * FRAME_SECONDS
+            end = (self._first + len(self._open)) * FRAME_SECONDS
+            return [SpeechPaused(self._next_id, np.concatenate(self._open), start, end)]
         return []
+
+    def split(self, at: float) -> list[Event]:
+        """Close the open utterance at stream time *at* (to the nearest frame) and go on
+        with the rest as the next utterance, as a cut at the length limit does: every
+        sample lands in exactly one of the two. For a long monologue, cut between
+        words. No events if *at* is not inside the open utterance."""
+        if self._open is None:
+            return []
+        keep = round(at / FRAME_SECONDS) - self._first
+        if not 0 < keep < len(self._open):
+            return []
+        return self._close(keep, forced=True)
 
     def flush(self) -> list[Event]:
         """End of stream: close the open utterance, if any."""

@@ -52,6 +52,7 @@ class LiveView:
         self.show_lines = show_lines
         self.quiet_after = quiet_after
         self.lines: deque[str] = deque(maxlen=lines)
+        self.partial: TextEvent | None = None
         self._live = Live(
             console=console,
             get_renderable=self.render,
@@ -63,8 +64,16 @@ class LiveView:
         )
 
     def add_final(self, event: TextEvent) -> None:
+        """Take an event: a final becomes a line, a partial the line still changing."""
+        if event.type == "partial":
+            self.partial = event
+            return
+        if self.partial is not None and self.partial.id <= event.id:
+            self.partial = None
         if self.show_lines:
             self.lines.append(event.text)
+
+    add_event = add_final
 
     def print_line(self, line: str) -> None:
         """Print a finished line above the live region, where it stays."""
@@ -76,12 +85,14 @@ class LiveView:
         head = Text.assemble((label, style), "  ", meter(s.level_db), f" {s.level_db:4.0f} dBFS")
         if s.last_latency is not None:
             head.append(f"   last {s.last_latency:.2f} s", style="dim")
-        if s.behind >= 1.0:
+        if s.behind >= 1.0:  # speech waiting for text: the engine is slower than speech
             head.append(f"   behind by {s.behind:.0f} s", style="bold red")
         if s.overflows:
             head.append(f"   overflows {s.overflows}", style="bold red")
         info = Text(f"{self.model} · {self.device} · {_clock(s.time)}", style="dim")
         parts: list[RenderableType] = [Text(line) for line in self.lines]
+        if self.partial is not None:
+            parts.append(partial_text(self.partial))
         parts += [head, info]
         if s.silent_for >= self.quiet_after and s.state == "listening":
             parts.append(
@@ -113,6 +124,14 @@ class LiveView:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def partial_text(event: TextEvent) -> Text:
+    """A partial line: its committed words plain, the tail that may still change
+    dimmed and in italics."""
+    stable = event.stable if event.text.startswith(event.stable) else ""
+    tail = event.text[len(stable) :]
+    return Text.assemble(stable, (tail, "dim italic"))
 
 
 def _clock(seconds: float) -> str:
