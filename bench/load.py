@@ -200,7 +200,7 @@ async def run_clients(
         p50=statistics.median(latencies),
         p95=float(np.percentile(latencies, 95)),
         max=latencies[-1],
-        wer=sum(r.wer * r.words for r in finished) / max(1, total_words),
+        wer=sum(r.wer * r.words for r in finished) / total_words if finished else float("nan"),
         busy_clients=sum(r.busy_messages > 0 for r in results),
         turned_away=sum(r.turned_away is not None for r in results),
         solo_job=solo_job,
@@ -245,10 +245,14 @@ def table(runs: list[RunResult]) -> str:
     for r in runs:
         lines.append(
             f"| {r.clients} | {r.utterances} | {r.p50:.2f} s | {r.p95:.2f} s | {r.max:.2f} s "
-            f"| {100 * r.wer:.1f} % | {r.busy_clients} | {r.turned_away} | {r.solo_job:.2f} s "
+            f"| {_percent(r.wer)} | {r.busy_clients} | {r.turned_away} | {r.solo_job:.2f} s "
             f"| {r.load_before:.2f} |"
         )
     return "\n".join(lines)
+
+
+def _percent(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f} %"  # nan: no client was served to the end
 
 
 async def main_async(args: argparse.Namespace) -> list[RunResult]:
@@ -276,7 +280,7 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
                 runs.append(run)
                 print(
                     f"N={n}: {run.utterances} finals, median {run.p50:.2f} s, "
-                    f"p95 {run.p95:.2f} s, WER {100 * run.wer:.1f} %, "
+                    f"p95 {run.p95:.2f} s, WER {_percent(run.wer)}, "
                     f"busy {run.busy_clients}, turned away {run.turned_away}, "
                     f"5 s job alone {run.solo_job:.2f} s, load before {run.load_before:.2f}",
                     file=sys.stderr,
