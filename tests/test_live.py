@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -191,12 +192,17 @@ def speech_like(words: int) -> np.ndarray:
     return audio
 
 
-def feed_in_real_time(stream: LiveStream, audio: np.ndarray, step: float = 0.1) -> None:
+def feed_in_real_time(
+    stream: LiveStream, audio: np.ndarray, step: float = 0.1, speed: float = 10.0
+) -> None:
+    """Blocks of *step* seconds, *speed* times faster than real time (the scripted
+    engine is instant; the real model gets speed 1)."""
     pause = threading.Event()
     n = int(step * 16000)
+    started = time.monotonic()
     for i in range(0, len(audio), n):
         stream.feed(audio[i : i + n])
-        pause.wait(step / 10)  # the engine is instant: let its thread take a turn
+        pause.wait(max(0.0, started + (i + n) / 16000 / speed - time.monotonic()))
 
 
 def check_partials(events: list[TextEvent]) -> None:
@@ -422,3 +428,44 @@ def test_real_model_invents_nothing(
         stream.feed(audio)
         assert stream.finish(timeout=120)
     assert events == []
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    def norm(text: str) -> list[str]:
+        return "".join(c if c.isalnum() or c == "'" else " " for c in text.lower()).split()
+
+    ref, hyp = norm(reference), norm(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / max(1, len(ref))
+
+
+@pytest.mark.slow
+def test_real_speech_at_real_time_partials_settle_and_long_speech_comes_in_pieces(
+    engine: Engine, speech: Callable[[str], np.ndarray]
+) -> None:
+    # Read-aloud speech; a 3 s --silence-ms makes its pauses no ends, so only the
+    # piece cuts can finalise it before the end.
+    audio = np.concatenate(
+        [np.zeros(8000, np.float32), speech("pocketsphinx_librivox_austen_5utt.flac")]
+    )
+    offline = engine.transcribe(audio, TranscribeOptions()).text
+    events: list[TextEvent] = []
+    options = StreamOptions(segmenter=SegmenterOptions(silence_ms=3000, max_utterance_s=30.0))
+    with Scheduler(engine) as scheduler:
+        stream = LiveStream(scheduler, options, events.append)
+        feed_in_real_time(stream, audio, step=0.05, speed=1.0)
+        assert stream.finish(timeout=120)
+    check_partials(events)
+    finals = [e for e in events if e.type == "final"]
+    assert any(e.type == "partial" and e.stable for e in events)
+    assert len(finals) >= 2, [e.text for e in finals]  # a piece before the end
+    text = " ".join(e.text for e in finals)
+    assert wer(offline, text) < 0.15, (offline, text)
+    # No word repeated at a join (a lost one would show in the error rate above).
+    for a, b in zip(finals, finals[1:], strict=False):
+        last, first = a.text.split()[-1], b.text.split()[0]
+        assert last.lower().strip(".,") != first.lower().strip(".,"), (a.text, b.text)
