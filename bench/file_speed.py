@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         help="CPU threads for both (livewhisper --threads, faster-whisper cpu_threads)",
     )
     parser.add_argument(
-        "--inprocess-repeats", type=int, default=2, help="in-process runs per file (0: skip)"
+        "--inprocess-repeats", type=int, default=1, help="in-process runs per file (0: skip)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
