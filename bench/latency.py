@@ -180,7 +180,9 @@ def listen(
     def read() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            arrivals.append((time.monotonic(), json.loads(line)))
+            event = json.loads(line)
+            if event["type"] == "final":  # partials are measured by bench/partials.py
+                arrivals.append((time.monotonic(), event))
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -234,6 +236,9 @@ def main() -> None:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--silence", type=float, default=30.0, help="seconds of silence at the end")
     parser.add_argument("--no-mic", action="store_true", help="skip the virtual microphone run")
+    parser.add_argument(
+        "--listen-args", default="", help="more options for listen, such as '--no-partials'"
+    )
     args = parser.parse_args()
 
     program = build_program(args.silence)
@@ -244,7 +249,7 @@ def main() -> None:
         speech_wav = Path(tmp) / "speech.wav"
         write_wav(speech_wav, program.audio[: int(program.speech_seconds * RATE)])
         offline = offline_text(speech_wav, args.model)
-        common = ["--model", args.model]
+        common = ["--model", args.model, *args.listen_args.split()]
         if not args.no_mic:
             if (why := missing()) is not None:
                 raise SystemExit(f"no virtual microphone: missing {why}; use --no-mic")

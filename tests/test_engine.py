@@ -67,7 +67,27 @@ def test_hallucination_guard_needs_both_signs() -> None:
     options = TranscribeOptions()
     assert is_hallucination(Raw(0.94, -0.94), options)  # " You" on pure silence
     assert not is_hallucination(Raw(0.45, -0.63), options)  # a quiet, real "fifteen"
-    assert not is_hallucination(Raw(0.94, -0.2), options)  # confident text is kept
+    assert not is_hallucination(Raw(0.7, -0.2), options)  # confident text is kept
+    assert is_hallucination(Raw(0.99, -0.55), options)  # ...unless silence is near certain
+
+
+@pytest.mark.slow
+def test_fitted_window_transcribes_speech_and_invents_nothing(
+    engine: Engine, speech: Callable[[str], np.ndarray], references: dict[str, str]
+) -> None:
+    options = TranscribeOptions().for_utterance()
+    assert options.fit_window
+    for name in ("goforward.flac", "librivox_sense_and_sensibility_01_austen_64kb-0880.flac"):
+        fitted = engine._fitted(speech(name), options, offset=2.0)
+        assert fitted is not None
+        assert word_error_rate(references[name], fitted.text) <= 0.2, fitted.text
+        assert fitted.segments[0].start == 2.0
+    rng = np.random.default_rng(5)
+    for noise in (np.zeros(48_000), rng.normal(0, 0.003, 48_000), rng.normal(0, 0.1, 48_000)):
+        result = engine.transcribe(noise.astype(np.float32), options)
+        assert result.segments == [], result.text
+    # Past the longest fitted window the usual 30 s decode runs.
+    assert engine._fitted(np.zeros(25 * SAMPLE_RATE, np.float32), options, 0.0) is None
 
 
 @pytest.mark.slow

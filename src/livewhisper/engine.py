@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,10 @@ from livewhisper.transcript import Segment, Word
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
+
+#: Seconds of silence after the audio in a fitted window (`TranscribeOptions.fit_window`):
+#: Whisper needs to see the speech end to stop cleanly.
+FIT_PAD = 10.0
 
 #: Temperatures tried in turn when a decode looks like a failure (faster-whisper's own).
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -52,12 +57,19 @@ class TranscribeOptions:
     #: above this *and* a low average log-probability (see `is_hallucination`).
     drop_no_speech_prob: float = 0.5
     drop_logprob: float = -0.8
+    drop_certain_no_speech: float = 0.9
     #: Decode text tokens only (segment times are then the window's).
     without_timestamps: bool = False
+    #: Encode a window fitted to the audio (its length plus `FIT_PAD` seconds of
+    #: silence) instead of Whisper's full 30 s, for short live utterances; a result
+    #: that looks wrong is decoded again the usual way (see `Engine._fitted`).
+    fit_window: bool = False
 
     def for_utterance(self) -> TranscribeOptions:
         """Settings for one live utterance that the segmenter already cut out of silence."""
-        return dataclasses.replace(self, vad_filter=False, condition_on_previous_text=False)
+        return dataclasses.replace(
+            self, vad_filter=False, condition_on_previous_text=False, fit_window=True
+        )
 
     def for_partial(self) -> TranscribeOptions:
         """Cheaper settings for the provisional text of an utterance still being spoken:
@@ -112,12 +124,17 @@ def is_hallucination(segment: Any, options: TranscribeOptions) -> bool:
     faster-whisper already skips a 30 s window when its no-speech probability is
     above ``no_speech_threshold`` and the decode's average log-probability is below
     ``log_prob_threshold``. Short noise bursts slip under that pair; this guard is
-    the same test with a lower bar, applied per segment. Real speech has a
-    no-speech probability far below 0.5, so it is never dropped by this.
+    the same test with a lower bar, applied per segment, plus a no-speech
+    probability so high (``drop_certain_no_speech``) that no log-probability can
+    redeem it: a "you" decoded from digital silence scores 0.99. Real speech scores
+    far below 0.5, so it is never dropped by this.
     """
     return bool(
-        segment.no_speech_prob > options.drop_no_speech_prob
-        and segment.avg_logprob < options.drop_logprob
+        segment.no_speech_prob > options.drop_certain_no_speech
+        or (
+            segment.no_speech_prob > options.drop_no_speech_prob
+            and segment.avg_logprob < options.drop_logprob
+        )
     )
 
 
@@ -213,10 +230,93 @@ class Engine:
         self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 *audio*; times are shifted by *offset* seconds."""
+        options = options or TranscribeOptions()
+        if options.fit_window and not options.word_timestamps:
+            fitted = self._fitted(audio, options, offset)
+            if fitted is not None:
+                return fitted
         segments, info = self.stream(audio, options, offset=offset)
         return Transcription(
             list(segments), info.language, info.language_probability, len(audio) / SAMPLE_RATE
         )
+
+    def _fitted(
+        self, audio: np.ndarray, options: TranscribeOptions, offset: float
+    ) -> Transcription | None:
+        """One greedy-or-beam decode over a window fitted to *audio*, or None to say
+        "decode it the usual way".
+
+        Whisper pads every input to 30 s, so the encoder costs as much for a 2 s
+        utterance as for 30 s; on a small CPU that one pass is most of a live
+        utterance's latency. Encoding the audio plus `FIT_PAD` s of silence costs a
+        fraction of it. Without enough trailing silence Whisper tends to repeat
+        itself, so a result is only kept if it passes the checks faster-whisper
+        applies before falling back to a higher temperature: compression ratio and
+        average log-probability. Otherwise None, and the caller decodes the full
+        window with the whole fallback.
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+        seconds = len(audio) / SAMPLE_RATE
+        window = math.ceil(seconds + FIT_PAD)
+        if window >= 30 or seconds < 0.1:
+            return None
+        padded = np.zeros(window * SAMPLE_RATE, np.float32)
+        padded[: len(audio)] = audio
+        model = self._model
+        features = model.feature_extractor(padded)[:, : window * 100]
+        encoded = model.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
+            to_cpu=False,
+        )
+        language = options.language or (None if self.multilingual else "en")
+        probability = 1.0
+        if language is None:
+            detected = model.model.detect_language(encoded)[0]
+            token, probability = detected[0]
+            language = token[2:-2]
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, self.multilingual, task=options.task, language=language
+        )
+        previous = (
+            tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+        )
+        prompt = model.get_prompt(
+            tokenizer, previous, without_timestamps=options.without_timestamps
+        )
+        result = model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=options.beam_size,
+            max_length=min(model.max_length, len(prompt) + 20 + int(12 * seconds)),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=list(get_suppressed_tokens(tokenizer, (-1,)) or ()),
+            max_initial_timestamp_index=50,
+        )[0]
+        tokens = result.sequences_ids[0]
+        text = tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip()
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if text and (
+            get_compression_ratio(text) > options.compression_ratio_threshold
+            or avg_logprob < options.log_prob_threshold
+        ):
+            return None
+        segment = Segment(
+            start=offset,
+            end=offset + seconds,
+            text=text,
+            avg_logprob=avg_logprob,
+            no_speech_prob=result.no_speech_prob,
+            compression_ratio=get_compression_ratio(text) if text else 0.0,
+        )
+        keep = text and not is_hallucination(segment, options)
+        if text and result.no_speech_prob > options.no_speech_threshold:
+            keep = keep and avg_logprob > options.log_prob_threshold
+        return Transcription([segment] if keep else [], language, probability, seconds)
 
     def transcribe_blocks(
         self,
