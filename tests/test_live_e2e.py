@@ -143,8 +143,16 @@ def test_microphone_jsonl_output_file_and_ctrl_c(
     run.interrupt()
     assert run.finish(60) == 0, run.report()
 
-    events = [json.loads(line) for line in run.stdout]
+    everything = [json.loads(line) for line in run.stdout]
+    events = [e for e in everything if e["type"] == "final"]
+    partials = [e for e in everything if e["type"] == "partial"]
     assert events, run.report()
+    # Partial text came while speaking, each with the id of the final replacing it,
+    # and its settled prefix really is a prefix.
+    assert partials, run.report()
+    for p in partials:
+        assert p["id"] in {e["id"] for e in events}
+        assert p["text"].startswith(p["stable"])
     text = " ".join(e["text"] for e in events)
     assert wer(references["jfk.flac"], text) < 0.25, text
     assert [e["id"] for e in events] == sorted({e["id"] for e in events})
@@ -259,7 +267,7 @@ def test_stdin_raw_pcm_resampled(speech: Callable[[str], np.ndarray]) -> None:
         stdin=pcm(np.concatenate([silence, audio, silence])),
     )
     assert run.finish(60) == 0, run.report()
-    events = [json.loads(line) for line in run.stdout]
+    events = [e for e in map(json.loads, run.stdout) if e["type"] == "final"]
     assert len(events) == 1, run.report()
     assert "he was not an" in events[0]["text"].lower()
     assert "young man" in events[0]["text"].lower()

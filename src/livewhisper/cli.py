@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -116,6 +117,27 @@ def decode_options(func: F) -> F:
     return func
 
 
+class LazyGroup(click.Group):
+    """A group whose live commands are imported only when they run (or help lists
+    them), so `livewhisper file` starts without loading the audio and server code."""
+
+    lazy = {
+        "listen": "livewhisper.cli_live:listen_command",
+        "devices": "livewhisper.cli_live:devices_command",
+        "check": "livewhisper.cli_live:check_command",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, attr = self.lazy[cmd_name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
 def build_model_options(model: str, model_device: str, compute_type: str, threads: int) -> Any:
     from livewhisper.engine import ModelOptions
 
@@ -134,7 +156,8 @@ def load_engine(model_opts: Any, transcribe_opts: Any) -> Any:
 
 
 @click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LIVEWHISPER"}
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LIVEWHISPER"},
 )
 @click.version_option(__version__, "--version", "-V", prog_name="livewhisper")
 @click.option("-v", "--verbose", count=True, help="More log messages on stderr (-vv for debug).")
@@ -419,10 +442,3 @@ def models_command() -> None:
     for m in models.local_models():
         table.add_row(m.name, m.origin, m.note, str(m.path) if m.path else "-")
     Console().print(table)
-
-
-from livewhisper.cli_live import check_command, devices_command, listen_command  # noqa: E402
-
-main.add_command(listen_command)
-main.add_command(devices_command)
-main.add_command(check_command)

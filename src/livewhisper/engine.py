@@ -372,7 +372,9 @@ class Engine:
                 pending, pending_len = [audio[cut:]], len(audio) - cut
                 yield from run(audio[:cut])
         if pending_len:
-            yield from run(np.concatenate(pending))
+            audio = np.concatenate(pending)
+            pending.clear()  # the blocks are copied: let them go before decoding
+            yield from run(audio)
 
 
 def quietest_cut(audio: np.ndarray, search_from: int, hop: int = SAMPLE_RATE // 50) -> int:

@@ -151,6 +151,7 @@ class LiveStream:
         self.latencies: list[float] = []
         self.error: BaseException | None = None
         self._rest = np.zeros(0, np.float32)
+        self._fed = 0  # samples fed so far
         self._levels: deque[float] = deque(maxlen=10)
         self._last_heard = 0.0
         self._arrived: dict[int, float] = {}
@@ -180,11 +181,18 @@ class LiveStream:
 
     def feed(self, samples: np.ndarray) -> None:
         """Take 16 kHz mono float32 samples, any number at a time."""
-        data = np.concatenate([self._rest, np.asarray(samples, dtype=np.float32).reshape(-1)])
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._fed += len(samples)
+        data = np.concatenate([self._rest, samples])
         whole = len(data) - len(data) % FRAME_SAMPLES
         for i in range(0, whole, FRAME_SAMPLES):
             self._frame(data[i : i + FRAME_SAMPLES])
         self._rest = data[whole:]
+
+    def _real_end(self, job: Job) -> float:
+        """Where a job's audio ends in the stream, not counting the silence that
+        pads the last frame at the end of input."""
+        return min(job.offset + job.seconds, self._fed / SAMPLE_RATE)
 
     def finish(self, timeout: float | None = None) -> bool:
         """End of input: transcribe the open utterance and wait for every final of
@@ -383,7 +391,7 @@ class LiveStream:
             id=job.utterance,
             text=text,
             start=self._open_start,
-            end=job.offset + job.seconds,
+            end=self._real_end(job),
             language=transcription.language,
             stable=stable,
         )
@@ -459,7 +467,7 @@ class LiveStream:
             id=job.utterance,
             text=text,
             start=job.offset,
-            end=job.offset + job.seconds,
+            end=self._real_end(job),
             language=language,
         )
         self._utterances += 1
