@@ -108,8 +108,10 @@ def test_page_streams_the_microphone_and_shows_the_transcript(
     page.click("#toggle")
     page.wait_for_function("document.querySelector('#state').dataset.state === 'live'")
     # The text appears while the microphone is still on.
+    # The clip's last words: every utterance has been heard.
     page.wait_for_function(
-        "document.querySelector('#transcript').textContent.includes('country')", timeout=45_000
+        "document.querySelector('#transcript').textContent.includes('for your country')",
+        timeout=45_000,
     )
     page.click("#toggle")  # stop: the open utterance is finished, then the socket closes
     page.wait_for_function("window.livewhisper.state === 'idle'", timeout=30_000)
