@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ DATA = ROOT / "tests" / "data"
 sys.path.insert(0, str(ROOT / "tests"))
 
 from livewhisper.audiofile import read_all  # noqa: E402
+from livewhisper.metrics import word_error_rate as wer  # noqa: E402
 from vmic import VirtualMic, missing  # noqa: E402
 
 CLIPS = [
@@ -45,20 +45,6 @@ CLIPS = [
 ]
 GAP = 2.0  # seconds of silence between clips
 RATE = 16_000
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(1, len(ref))
 
 
 def speech_end(audio: np.ndarray) -> float:

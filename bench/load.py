@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from livewhisper.metrics import edit_distance, normalize
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 RATE = 16_000
@@ -70,19 +72,6 @@ class RunResult:
     solo_job: float
     load_before: float
     seconds: float
-
-
-def words(text: str) -> list[str]:
-    return "".join(c if c.isalnum() or c == "'" else " " for c in text.lower()).split()
-
-
-def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1]
 
 
 def references() -> dict[str, str]:
@@ -131,9 +120,9 @@ async def client(
     except ConnectionClosedError as exc:
         result.turned_away = f"closed {exc.rcvd.code if exc.rcvd else '?'}"
     hypothesis = " ".join(text for _, text in sorted(texts))
-    ref = words(reference)
+    ref = normalize(reference)
     result.words = len(ref)
-    result.wer = edit_distance(ref, words(hypothesis)) / max(1, len(ref))
+    result.wer = edit_distance(ref, normalize(hypothesis)) / max(1, len(ref))
     return result
 
 

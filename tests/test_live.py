@@ -20,6 +20,7 @@ from livewhisper.live import (
     Summary,
     line_sink,
 )
+from livewhisper.metrics import word_error_rate as wer
 from livewhisper.scheduler import Scheduler
 from livewhisper.transcript import Segment, TextEvent, Word
 from livewhisper.vad import SegmenterOptions
@@ -428,19 +429,6 @@ def test_real_model_invents_nothing(
         stream.feed(audio)
         assert stream.finish(timeout=120)
     assert events == []
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    def norm(text: str) -> list[str]:
-        return "".join(c if c.isalnum() or c == "'" else " " for c in text.lower()).split()
-
-    ref, hyp = norm(reference), norm(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(1, len(ref))
 
 
 @pytest.mark.slow

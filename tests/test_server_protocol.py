@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from livewhisper.containers import encode
+from livewhisper.metrics import word_error_rate as wer
 from livewhisper.server import LiveServer, ServerOptions, StreamRequest, running
 from livewhisper.transcript import TextEvent
 
@@ -562,20 +563,6 @@ def test_caption_viewer_follows_a_session_and_the_local_microphone() -> None:
 
 
 # --- the real model on real speech ------------------------------------------------------
-
-
-def words(text: str) -> list[str]:
-    return "".join(c if c.isalnum() or c == "'" else " " for c in text.lower()).split()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(1, len(ref))
 
 
 @pytest.fixture(scope="module")
