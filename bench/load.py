@@ -79,13 +79,30 @@ def references() -> dict[str, str]:
     for line in (DATA / "transcripts.tsv").read_text(encoding="utf-8").splitlines():
         name, _, text = line.partition("\t")
         out[name] = text
+    out.update(CORPUS_REFS)
     return out
+
+
+#: References of clips taken from an unseen corpus (``--corpus``), by clip name.
+CORPUS_REFS: dict[str, str] = {}
+
+
+def corpus_clips(corpus: Path, count: int, seed: int) -> dict[str, np.ndarray]:
+    """*count* English items of 2 to 8 s from a corpus built by bench/corpus.py."""
+    from livewhisper.audiofile import read_all
+
+    items = json.loads((corpus / "manifest.json").read_text(encoding="utf-8"))["items"]
+    fit = [i for i in items if i["language"] == "en" and 2.0 <= i["duration"] <= 8.0]
+    fit = [i for i in fit if not i["path"].startswith("long/")]
+    chosen = random.Random(seed).sample(fit, count)
+    CORPUS_REFS.update({i["path"]: i["reference"] for i in chosen})
+    return {i["path"]: read_all(corpus / i["path"]) for i in chosen}
 
 
 def program(seed: int, clips: dict[str, np.ndarray], refs: dict[str, str]) -> tuple[Any, str]:
     """One client's audio: the clips in a random order with random pauses; its reference."""
     rng = random.Random(seed)
-    order = CLIPS[:]
+    order = sorted(clips)
     rng.shuffle(order)
     pieces = [np.zeros(int(rng.uniform(0.3, 1.0) * RATE), np.float32)]
     for name in order:
@@ -251,7 +268,11 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
     from livewhisper.scheduler import Scheduler
     from livewhisper.server import ServerOptions, ServerThread, live_streams
 
-    clips = {name: read_all(DATA / name) for name in CLIPS}
+    if args.corpus is not None:
+        clips = corpus_clips(args.corpus, 8, args.seed)
+    else:
+        clips = {name: read_all(DATA / name) for name in CLIPS}
+    solo_clip = read_all(DATA / "jfk.flac")[: 5 * RATE]
     engine = Engine(ModelOptions(model=args.model, threads=args.threads))
     transcribe = TranscribeOptions(beam_size=args.beam_size).for_utterance()
     runs = []
@@ -263,7 +284,7 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
             for n in args.clients:
                 # How fast the model is on this machine right now, alone: one 5 s utterance.
                 started = time.monotonic()
-                engine.transcribe(clips["jfk.flac"][: 5 * RATE], transcribe)
+                engine.transcribe(solo_clip, transcribe)
                 solo = time.monotonic() - started
                 run = await run_clients(url, n, clips, args.seed, solo)
                 runs.append(run)
@@ -287,6 +308,13 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="CTranslate2 CPU threads")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="take 8 English clips of 2-8 s from this corpus (bench/corpus.py) "
+        "instead of tests/data",
+    )
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument(
