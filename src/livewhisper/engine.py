@@ -243,7 +243,7 @@ class Engine:
     def _fitted(
         self, audio: np.ndarray, options: TranscribeOptions, offset: float
     ) -> Transcription | None:
-        """One greedy-or-beam decode over a window fitted to *audio*, or None to say
+        """One decode over a window fitted to *audio*, or None to say
         "decode it the usual way".
 
         Whisper pads every input to 30 s, so the encoder costs as much for a 2 s
@@ -300,9 +300,9 @@ class Engine:
         tokens = result.sequences_ids[0]
         text = tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip()
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        ratio = get_compression_ratio(text) if text else 0.0
         if text and (
-            get_compression_ratio(text) > options.compression_ratio_threshold
-            or avg_logprob < options.log_prob_threshold
+            ratio > options.compression_ratio_threshold or avg_logprob < options.log_prob_threshold
         ):
             return None
         segment = Segment(
@@ -311,11 +311,9 @@ class Engine:
             text=text,
             avg_logprob=avg_logprob,
             no_speech_prob=result.no_speech_prob,
-            compression_ratio=get_compression_ratio(text) if text else 0.0,
+            compression_ratio=ratio,
         )
         keep = text and not is_hallucination(segment, options)
-        if text and result.no_speech_prob > options.no_speech_threshold:
-            keep = keep and avg_logprob > options.log_prob_threshold
         return Transcription([segment] if keep else [], language, probability, seconds)
 
     def transcribe_blocks(
