@@ -45,6 +45,13 @@ class CliError(click.ClickException):
         fail(self.format_message())
 
 
+def stack_options(func: F, options: list[Callable[[Any], Any]]) -> F:
+    """Apply click option decorators in the order they are listed (the first on top)."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def model_options(func: F, *, device_flags: tuple[str, ...] = ("--device", "--model-device")) -> F:
     """The options that choose and place the model, shared by every command that loads one.
 
@@ -78,9 +85,7 @@ def model_options(func: F, *, device_flags: tuple[str, ...] = ("--device", "--mo
             help="CPU threads for the model (0: let CTranslate2 choose).",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return stack_options(func, options)
 
 
 def decode_options(func: F) -> F:
@@ -112,9 +117,7 @@ def decode_options(func: F) -> F:
             help="Text to steer spelling and style, such as names and terms.",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return stack_options(func, options)
 
 
 class LazyGroup(click.Group):

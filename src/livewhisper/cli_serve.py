@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from rich.console import Console
 
+from livewhisper.cli import stack_options
 from livewhisper.errors import LivewhisperError
 from livewhisper.server import ServerOptions, ServerThread, generate_token, is_loopback
 
@@ -146,9 +147,7 @@ def serve_options(func: F) -> F:
             help="With --serve: seconds without audio before a connection is closed.",
         ),
     ]
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper  # type: ignore[return-value]
+    return stack_options(wrapper, options)  # type: ignore[return-value]
 
 
 def settings_from(values: dict[str, Any]) -> ServeSettings:
