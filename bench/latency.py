@@ -9,6 +9,13 @@ word error rate against the reference transcripts and against offline
 and peak memory.
 
     python bench/latency.py results.json [--model tiny.en] [--silence 30] [--no-mic]
+    python bench/latency.py results.json --corpus bench/corpus [--clips 40] [--seed 1]
+
+By default the program is the four speech clips of ``tests/data``. With ``--corpus``
+(built by ``bench/corpus.py``) it is speech the project was never tuned on: English
+prompts of 1-10 s drawn at random from the corpus, each followed by 1.2-2.5 s of
+silence, so every prompt is an utterance of its own and the median and 95th
+percentile rest on dozens of them.
 """
 
 from __future__ import annotations
@@ -64,20 +71,41 @@ class Program:
     speech_seconds: float  # where the trailing silence starts
 
 
-def build_program(silence: float) -> Program:
+def test_clips() -> list[tuple[Path, str, float]]:
+    """The four clips of tests/data: (path, reference, silence after it)."""
     refs = dict(
         line.split("\t", 1)
         for line in (DATA / "transcripts.tsv").read_text(encoding="utf-8").splitlines()
         if "\t" in line
     )
+    return [(DATA / name, refs[name], GAP) for name in CLIPS]
+
+
+def corpus_clips(corpus: Path, count: int, seed: int) -> list[tuple[Path, str, float]]:
+    """*count* English prompts of 1-10 s from a `bench/corpus.py` corpus, at random."""
+    manifest = json.loads((corpus / "manifest.json").read_text(encoding="utf-8"))
+    items = [
+        i
+        for i in manifest["items"]
+        if i["language"] == "en" and "spans" not in i and 1.0 <= i["duration"] <= 10.0
+    ]
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(items), size=min(count, len(items)), replace=False)
+    return [
+        (corpus / items[k]["path"], items[k]["reference"], float(rng.uniform(1.2, 2.5)))
+        for k in chosen
+    ]
+
+
+def build_program(clips: list[tuple[Path, str, float]], silence: float) -> Program:
     parts, ends, pos = [np.zeros(RATE, np.float32)], [], 1.0
-    for name in CLIPS:
-        clip = read_all(DATA / name)
+    for path, _, gap in clips:
+        clip = read_all(path)
         ends.append(pos + speech_end(clip))
-        parts += [clip, np.zeros(int(GAP * RATE), np.float32)]
-        pos += len(clip) / RATE + GAP
+        parts += [clip, np.zeros(int(gap * RATE), np.float32)]
+        pos += len(clip) / RATE + gap
     parts.append(np.zeros(int(silence * RATE), np.float32))
-    return Program(np.concatenate(parts), ends, " ".join(refs[n] for n in CLIPS), pos)
+    return Program(np.concatenate(parts), ends, " ".join(ref for _, ref, _ in clips), pos)
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:
@@ -92,6 +120,7 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
 class Run:
     name: str
     latencies: list[float] = field(default_factory=list)  # per clip
+    missed: int = 0  # clips whose final never came
     text: str = ""
     wer_reference: float = 0.0
     wer_offline: float = 0.0
@@ -193,9 +222,16 @@ def listen(
     run.text = " ".join(str(e["text"]) for e in events)
     # Stream time runs from when listening started; the program from t0.
     for end in program.ends:
-        after = [(t, e) for t, e in arrivals if float(e["end"]) >= end - 0.3]  # type: ignore[arg-type]
+        # The first final that reaches the clip's end (and began before it).
+        after = [
+            (t, e)
+            for t, e in arrivals
+            if float(e["end"]) >= end - 0.3 and float(e["start"]) < end  # type: ignore[arg-type]
+        ]
         if after:
             run.latencies.append(after[0][0] - (t0 + end))
+        else:
+            run.missed += 1
     last_final = arrivals[-1][0] if arrivals else t0
     run.cpu_speaking = sampler.percent(t0, t0 + program.speech_seconds)
     run.cpu_silent = sampler.percent(max(last_final, t0 + program.speech_seconds) + 1, deadline)
@@ -225,9 +261,16 @@ def main() -> None:
     parser.add_argument(
         "--listen-args", default="", help="more options for listen, such as '--no-partials'"
     )
+    parser.add_argument("--corpus", type=Path, help="draw English prompts from this corpus")
+    parser.add_argument("--clips", type=int, default=40, help="prompts drawn with --corpus")
+    parser.add_argument("--seed", type=int, default=1, help="random draw of --corpus prompts")
     args = parser.parse_args()
 
-    program = build_program(args.silence)
+    if args.corpus is None:
+        clips = test_clips()
+    else:
+        clips = corpus_clips(args.corpus, args.clips, args.seed)
+    program = build_program(clips, args.silence)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="lwbench") as tmp:
         wav = Path(tmp) / "program.wav"
@@ -261,17 +304,22 @@ def main() -> None:
         r.wer_offline = wer(offline, r.text)
 
     print(
-        f"model {args.model}; {len(CLIPS)} clips, {program.speech_seconds:.0f} s of program, "
+        f"model {args.model}; {len(clips)} clips, {program.speech_seconds:.0f} s of program, "
         f"{args.silence:.0f} s of silence; {psutil.cpu_count()} CPUs"
     )
     print(f"offline `livewhisper file` WER vs reference: {offline_wer:.3f}")
-    header = f"{'run':14} " + " ".join(f"{Path(c).stem[:10]:>10}" for c in CLIPS)
-    print("\nend of speech -> final text (s)")
-    print(header + f" {'median':>7} {'p95':>6}")
+    print("\nend of speech -> final text, per utterance in program order (s)")
     for r in runs:
-        cells = " ".join(f"{x:10.2f}" for x in r.latencies)
+        print(f"{r.name}:")
+        for i in range(0, len(r.latencies), 10):
+            print("   " + " ".join(f"{x:5.2f}" for x in r.latencies[i : i + 10]))
+    print(f"\n{'run':14} {'clips':>6} {'missed':>7} {'median':>7} {'p95':>6} {'max':>6}")
+    for r in runs:
         median = statistics.median(r.latencies) if r.latencies else float("nan")
-        print(f"{r.name:14} {cells} {median:7.2f} {percentile(r.latencies, 95):6.2f}")
+        print(
+            f"{r.name:14} {len(r.latencies):6d} {r.missed:7d} {median:7.2f} "
+            f"{percentile(r.latencies, 95):6.2f} {max(r.latencies, default=float('nan')):6.2f}"
+        )
     print(
         f"\n{'run':14} {'WER ref':>8} {'rel. to offline':>16} {'WER vs offline':>15} "
         f"{'CPU speak %':>12} {'CPU silent %':>13} {'peak MB':>8}"
@@ -284,7 +332,7 @@ def main() -> None:
         )
     results = {
         "model": args.model,
-        "clips": CLIPS,
+        "clips": [str(path) for path, _, _ in clips],
         "speech_ends": program.ends,
         "silence_seconds": args.silence,
         "cpus": psutil.cpu_count(),

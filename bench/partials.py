@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -26,12 +25,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
-sys.path.insert(0, str(ROOT / "bench"))
-
-from latency import wer, words  # noqa: E402
 from livewhisper.audiofile import read_all  # noqa: E402
 from livewhisper.engine import Engine, ModelOptions, TranscribeOptions  # noqa: E402
 from livewhisper.live import LiveStream, StreamOptions  # noqa: E402
+from livewhisper.metrics import normalize as words  # noqa: E402
+from livewhisper.metrics import word_error_rate as wer  # noqa: E402
 from livewhisper.scheduler import Scheduler  # noqa: E402
 from livewhisper.transcript import TextEvent  # noqa: E402
 from livewhisper.vad import SegmenterOptions  # noqa: E402

@@ -16,7 +16,7 @@ from livewhisper.engine import (
     is_hallucination,
     quietest_cut,
 )
-from livewhisper.metrics import word_error_rate
+from livewhisper.metrics import normalize, word_error_rate
 
 LONG = "asterisk_en_60s.flac"
 
@@ -96,6 +96,23 @@ def test_fitted_window_transcribes_speech_and_invents_nothing(
         assert result.segments == [], result.text
     # Past the longest fitted window the usual 30 s decode runs.
     assert engine._fitted(np.zeros(25 * SAMPLE_RATE, np.float32), options, 0.0) is None
+
+
+@pytest.mark.slow
+def test_fitted_window_times_words_like_the_full_window(
+    engine: Engine, speech: Callable[[str], np.ndarray]
+) -> None:
+    options = replace(TranscribeOptions().for_utterance().for_partial(), word_timestamps=True)
+    audio = speech("jfk.flac")
+    fitted = engine._fitted(audio, options, offset=3.0)
+    assert fitted is not None
+    full = engine.transcribe(audio, TranscribeOptions(word_timestamps=True), offset=3.0)
+    got = [w for s in fitted.segments for w in s.words]
+    want = [w for s in full.segments for w in s.words]
+    assert [normalize(w.word) for w in got] == [normalize(w.word) for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert abs(g.start - w.start) < 0.4 and abs(g.end - w.end) < 0.4, (g, w)
+    assert 3.0 <= got[0].start and got[-1].end <= 3.0 + len(audio) / SAMPLE_RATE
 
 
 @pytest.mark.slow

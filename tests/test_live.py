@@ -18,9 +18,11 @@ from livewhisper.live import (
     StreamOptions,
     StreamStatus,
     Summary,
+    _quietest_gap,
     line_sink,
 )
 from livewhisper.metrics import word_error_rate as wer
+from livewhisper.partials import HypWord
 from livewhisper.scheduler import Scheduler
 from livewhisper.transcript import Segment, TextEvent, Word
 from livewhisper.vad import SegmenterOptions
@@ -122,6 +124,39 @@ def test_streams_share_one_scheduler(scheduler: Scheduler) -> None:
     for s in streams.values():
         assert s.finish(timeout=10)
     assert got["a"] == got["b"] and len(got["a"]) == 2
+
+
+class SlowEngine(EchoEngine):
+    """EchoEngine that takes *seconds* per pass."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        time.sleep(self.seconds)
+        return super().transcribe(audio, options, offset=offset)
+
+
+def test_behind_counts_waiting_finals_not_the_length_of_speech() -> None:
+    # A long utterance whose final takes its usual time is not "behind"...
+    with Scheduler(SlowEngine(0.3)) as scheduler:
+        stream = LiveStream(scheduler, OPTIONS, detector=loud)
+        stream.feed(beeps((0.5, 1.0), (0.5, 0.0)))
+        assert scheduler.wait_idle(stream.key, 5) and len(stream.latencies) == 1
+        stream.feed(beeps((0.0, 12.0), (0.5, 0.0)))
+        assert stream.status().state == "transcribing"
+        assert stream.status().behind < 0.5
+        assert stream.finish(timeout=10)
+    # ...while utterances queueing up behind a slow engine are.
+    with Scheduler(SlowEngine(1.0)) as scheduler:
+        stream = LiveStream(scheduler, OPTIONS, detector=loud)
+        stream.feed(beeps((0.5, 0.5), (0.5, 0.5), (0.5, 0.5), (0.5, 0.5), (0.5, 0.0)))
+        time.sleep(2.5)
+        assert stream.status().behind > 1.0
+        assert stream.finish(timeout=10)
+        assert stream.status().behind == 0.0
 
 
 class ListSource:
@@ -457,3 +492,19 @@ def test_real_speech_at_real_time_partials_settle_and_long_speech_comes_in_piece
     for a, b in zip(finals, finals[1:], strict=False):
         last, first = a.text.split()[-1], b.text.split()[0]
         assert last.lower().strip(".,") != first.lower().strip(".,"), (a.text, b.text)
+
+
+def test_cuts_fall_between_words_with_believable_times() -> None:
+    # 8 s of quiet speech with a silent gap after word 9 (at 4.8 s) and another,
+    # quieter one at 1.0 s (the pre-roll): only a gap between two timed words counts.
+    start = 0.0
+    audio = np.full(8 * 16000, 0.1, np.float32)
+    audio[: 16000 // 2] = 0.0
+    audio[int(4.8 * 16000) : int(5.0 * 16000)] = 0.01
+    words = [HypWord(f"w{i}", 0.5 + i * 0.45, 0.5 + i * 0.45 + 0.4) for i in range(16)]
+    # A word timed from its segment (start at the utterance start) gives no cut.
+    words[7] = HypWord("w7", 0.0, 3.9)
+    cut = _quietest_gap(audio, start, words, min_piece=2.5)
+    assert cut is not None
+    n, at = cut
+    assert words[n - 1].end <= at + 0.07 and 4.75 <= at <= 5.05, cut

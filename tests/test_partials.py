@@ -86,3 +86,35 @@ def test_the_last_word_waits_unless_the_audio_ended_in_silence() -> None:
     ]
     assert a.text == "ask not what your count"  # cut off mid-word: still in the tail
     assert [w.text for w in a.update(hyp("ask not what your count"), complete=True)] == ["count"]
+
+
+def test_timed_hypotheses_retime_the_committed_words_they_repeat() -> None:
+    a = Agreement()
+    crude = [HypWord(w, 1.0, 3.0) for w in "Mr. John Dashwood".split()]  # segment times
+    a.update(crude, complete=True)
+    a.update(crude, complete=True)
+    assert [(w.start, w.end) for w in a.committed] == [(1.0, 3.0)] * 3
+    timed = [
+        HypWord(w, 1.0 + i * 0.5, 1.4 + i * 0.5)
+        for i, w in enumerate("mr john dashwood had then".split())
+    ]
+    a.update(timed, timed=True)
+    assert a.committed_text == "Mr. John Dashwood"  # the words as shown stay...
+    assert [(w.start, w.end) for w in a.committed] == [(1.0, 1.4), (1.5, 1.9), (2.0, 2.4)]
+    # ...and a hypothesis that changed them says nothing of their times.
+    a.update([HypWord("Mr.", 9, 9), HypWord("Jon", 9, 9), *timed[2:]], timed=True)
+    assert a.committed[1].start == 1.5
+
+
+def test_words_ending_near_the_end_of_the_audio_wait() -> None:
+    a = Agreement()
+    # Two passes whose audio ends at 2.0 s both hear "voice" of "voicemail" end there.
+    words = [HypWord("check", 0.2, 0.6), HypWord("voice", 1.4, 1.95), HypWord("mail", 2.0, 2.0)]
+    a.update(words, timed=True, horizon=1.7)
+    a.update(words, timed=True, horizon=1.7)
+    assert a.committed_text == "check"
+    # Heard whole by a later pass, it is committed.
+    later = [HypWord("check", 0.2, 0.6), HypWord("voicemail", 1.4, 2.3), HypWord("is", 2.4, 2.6)]
+    a.update(later, timed=True, horizon=2.8)
+    a.update([*later, HypWord("full", 2.7, 3.0)], timed=True, horizon=2.9)
+    assert a.committed_text == "check voicemail is"

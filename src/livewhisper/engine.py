@@ -23,6 +23,10 @@ SAMPLE_RATE = 16_000
 #: Whisper needs to see the speech end to stop cleanly.
 FIT_PAD = 10.0
 
+#: Punctuation joined to the word after / before it in word timings (faster-whisper's).
+PREPEND_PUNCTUATION = "\"'“¿([{-"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+
 #: Temperatures tried in turn when a decode looks like a failure (faster-whisper's own).
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -231,7 +235,7 @@ class Engine:
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 *audio*; times are shifted by *offset* seconds."""
         options = options or TranscribeOptions()
-        if options.fit_window and not options.word_timestamps:
+        if options.fit_window:
             fitted = self._fitted(audio, options, offset)
             if fitted is not None:
                 return fitted
@@ -257,7 +261,11 @@ class Engine:
         """
         import ctranslate2
         from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+        from faster_whisper.transcribe import (
+            get_compression_ratio,
+            get_suppressed_tokens,
+            merge_punctuations,
+        )
 
         seconds = len(audio) / SAMPLE_RATE
         window = math.ceil(seconds + FIT_PAD)
@@ -305,10 +313,29 @@ class Engine:
             ratio > options.compression_ratio_threshold or avg_logprob < options.log_prob_threshold
         ):
             return None
+        words: tuple[Word, ...] = ()
+        if text and options.word_timestamps:
+            # Word times from the cross-attention of the text against this window's
+            # encoding, as faster-whisper times the words of a full window.
+            text_tokens = [t for t in tokens if t < tokenizer.eot]
+            timed = model.find_alignment(tokenizer, [text_tokens], encoded, int(seconds * 100))
+            timed = timed[0] if timed else []
+            merge_punctuations(timed, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
+            words = tuple(
+                Word(
+                    offset + min(float(w["start"]), seconds),
+                    offset + min(float(w["end"]), seconds),
+                    w["word"],
+                    float(w["probability"]),
+                )
+                for w in timed
+                if w["word"]
+            )
         segment = Segment(
             start=offset,
             end=offset + seconds,
             text=text,
+            words=words,
             avg_logprob=avg_logprob,
             no_speech_prob=result.no_speech_prob,
             compression_ratio=ratio,

@@ -55,6 +55,11 @@ Emit = Callable[[TextEvent], None]
 _SILENCE_DB = -100.0
 _ids = itertools.count()
 
+#: A partial pass commits no word that ends within this many seconds of the end of
+#: its audio: a word cut off there ("voice" of "voicemail") can look finished to two
+#: passes in a row.
+COMMIT_MARGIN = 0.3
+
 
 def _utterance_options() -> TranscribeOptions:
     return TranscribeOptions().for_utterance()
@@ -149,6 +154,7 @@ class LiveStream:
         detector = detector or webrtc_detector(self.options.vad_level)
         self.segmenter = Segmenter(detector, self.options.segmenter)
         self.latencies: list[float] = []
+        self._runs: deque[float] = deque(maxlen=5)  # seconds the last finals took to decode
         self.error: BaseException | None = None
         self._rest = np.zeros(0, np.float32)
         self._fed = 0  # samples fed so far
@@ -157,7 +163,8 @@ class LiveStream:
         self._arrived: dict[int, float] = {}
         self._utterances = 0
         self._lock = threading.Lock()
-        self._partial_options = self.options.transcribe.for_partial()
+        # Word times place the cuts between the pieces of a long utterance.
+        self._partial_options = replace(self.options.transcribe.for_partial(), word_timestamps=True)
         # The open utterance, as the partial machinery sees it (guarded by _lock).
         self._open_id: int | None = None
         self._open_start = 0.0
@@ -346,14 +353,13 @@ class LiveStream:
         if opened is None:
             return
         uid, audio, start = opened
-        words = len(audio) / SAMPLE_RATE >= self.options.piece_seconds * 0.6
         job = Job(
             stream=self.key,
             kind="partial",
             utterance=uid,
             audio=audio,
             offset=start,
-            options=replace(self._partial_options, word_timestamps=words),
+            options=self._partial_options,
             on_done=self._partial_done,
         )
         with self._lock:
@@ -380,7 +386,10 @@ class LiveStream:
         if job.utterance != self._open_id:
             return
         self._heard_until = max(self._heard_until, job.offset + job.seconds)
-        if self._agreement.update(hypothesis(transcription), complete=complete):
+        words = hypothesis(transcription)
+        timed = any(s.words for s in transcription.segments)
+        horizon = job.offset + job.seconds - COMMIT_MARGIN if timed else None
+        if self._agreement.update(words, complete=complete, timed=timed, horizon=horizon):
             self._changed = True
         text, stable = self._agreement.text, self._agreement.committed_text
         if not text or (text, stable) == self._last_partial:
@@ -452,6 +461,8 @@ class LiveStream:
             arrived = self._arrived.pop(job.utterance, job.submitted)
             agreement = self._closing.pop(job.utterance, None)
             self._heard_until = max(self._heard_until, job.offset + job.seconds)
+            if result.ran:
+                self._runs.append(result.ran)
         if result.error is not None or result.transcription is None:
             self.error = self.error or result.error
             return
@@ -477,13 +488,19 @@ class LiveStream:
     def status(self) -> StreamStatus:
         with self._lock:
             pending = len(self._arrived)
+            oldest = min(self._arrived.values(), default=None)
+            usual = statistics.median(self._runs) if self._runs else 0.0
             heard_until = self._heard_until
             open_id = self._open_id
         state: State = "speech" if self.segmenter.in_speech else "listening"
         if pending and state == "listening":
             state = "transcribing"
         now = self.segmenter.time
-        behind = self.scheduler.backlog(self.key).final_seconds
+        behind = 0.0
+        if oldest is not None:
+            # How long the oldest closed utterance has waited for its final, beyond
+            # what a final usually takes.
+            behind = time.monotonic() - oldest - usual
         if self.options.partials and open_id is not None:
             # Seconds of the open utterance no pass has covered, beyond a pass's usual lag.
             lag = now - max(heard_until, self._open_start) - 2 * self._interval
@@ -518,10 +535,11 @@ def _quietest_gap(
         left, right = committed[i], committed[i + 1]
         if left.end - start < min_piece:
             continue
-        lo = max(1, int((min(left.end, right.start) - 0.06 - start) / FRAME_SECONDS))
-        hi = min(
-            frames - 1, int(math.ceil((max(left.end, right.start) + 0.06 - start) / FRAME_SECONDS))
-        )
+        low, high = sorted((left.end, right.start))
+        if right.start < left.start or high - low > 1.0:
+            continue  # times that do not look like two words in a row: no cut there
+        lo = max(1, int((low - 0.06 - start) / FRAME_SECONDS))
+        hi = min(frames - 1, int(math.ceil((high + 0.06 - start) / FRAME_SECONDS)))
         if hi <= lo:
             continue
         k = lo + int(np.argmin(energy[lo:hi]))

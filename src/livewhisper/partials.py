@@ -13,6 +13,7 @@ Pure logic: no threads, no clock, no model.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -81,19 +82,39 @@ class Agreement:
     def text(self) -> str:
         return join([*self.committed, *self.tail])
 
-    def update(self, hypothesis: Sequence[HypWord], *, complete: bool = False) -> list[HypWord]:
+    def update(
+        self,
+        hypothesis: Sequence[HypWord],
+        *,
+        complete: bool = False,
+        timed: bool = False,
+        horizon: float | None = None,
+    ) -> list[HypWord]:
         """Take a new hypothesis of the whole utterance so far; return the words it
         newly commits (possibly none).
 
         The audio of a pass usually ends inside a word, and two passes can agree on
         the same cut-off word ("count" for "country"): the last word of a hypothesis
-        is only committed when *complete* says its audio ended in silence."""
+        is only committed when *complete* says its audio ended in silence. With
+        *timed* (the hypothesis has word timings, not just its segment's), committed
+        words it repeats word for word take its times: later passes hear more of the
+        audio and time the words better. A word that ends after *horizon* (stream
+        seconds) is not committed yet either: it is too close to where the pass's
+        audio stops to be sure it was heard whole."""
         keys = [key(w.text) for w in hypothesis]
-        start = align_after([key(w.text) for w in self.committed], keys)
+        committed_keys = [key(w.text) for w in self.committed]
+        start = align_after(committed_keys, keys)
+        if timed and keys[:start] == committed_keys:
+            self.committed = [
+                HypWord(old.text, new.start, new.end)
+                for old, new in zip(self.committed, hypothesis[:start], strict=True)
+            ]
         rest = [w for w in hypothesis[start:] if key(w.text)]
         rest_keys = [key(w.text) for w in rest]
         newly: list[HypWord] = []
         candidates = rest if complete else rest[:-1]
+        if horizon is not None and not complete:
+            candidates = list(itertools.takewhile(lambda w: w.end <= horizon, candidates))
         if self._previous_tail is not None:
             for word, k, before in zip(candidates, rest_keys, self._previous_tail, strict=False):
                 if k != before:
