@@ -72,7 +72,7 @@ def test_stream_emits_finals_with_stream_times(scheduler: Scheduler) -> None:
     assert all(e.type == "final" and e.language == "en" for e in events)
     first, second = events
     assert first.start == pytest.approx(0.84, abs=0.04)  # 150 ms pre-roll before 1.0 s
-    assert first.end == pytest.approx(2.52 + 0.24, abs=0.04)  # plus the kept tail
+    assert first.end == pytest.approx(2.52 + 0.15, abs=0.04)  # plus the kept tail
     assert second.start == pytest.approx(3.33, abs=0.04)
     assert stream.utterances == 2 and len(stream.latencies) == 2
     assert stream.status().state == "listening"

@@ -30,7 +30,7 @@ class SegmenterOptions:
     start_ms: int = 150  # speech needed inside this window to start an utterance...
     start_ratio: float = 0.6  # ...as a fraction of its frames
     silence_ms: int = 500  # silence that ends an utterance
-    tail_ms: int = 240  # of that silence, how much stays with the utterance
+    tail_ms: int = 150  # of that silence, how much stays with the utterance
     min_speech_ms: int = 250  # utterances with less speech than this are dropped
     max_utterance_s: float = 15.0  # longer speech is cut at its quietest point...
     cut_search_s: float = 3.0  # ...within this many seconds before the limit
