@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -113,6 +114,29 @@ def test_fitted_window_times_words_like_the_full_window(
     for g, w in zip(got, want, strict=True):
         assert abs(g.start - w.start) < 0.4 and abs(g.end - w.end) < 0.4, (g, w)
     assert 3.0 <= got[0].start and got[-1].end <= 3.0 + len(audio) / SAMPLE_RATE
+
+
+@pytest.mark.slow
+def test_a_partial_pass_never_falls_back_to_the_full_window(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Half a second of noise fails the fitted window's checks: a final decodes it
+    # again over 30 s (seconds of work on this CPU), a partial pass gives no text.
+    noise = np.random.default_rng(3).normal(0, 0.05, 8000).astype(np.float32)
+    partial = TranscribeOptions().for_utterance().for_partial()
+    assert engine._fitted(noise, partial, 0.0) is None
+    full_decodes: list[float] = []
+    stream = engine.stream
+
+    def counted(audio: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        full_decodes.append(len(audio) / SAMPLE_RATE)
+        return stream(audio, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "stream", counted)
+    assert engine.transcribe(noise, partial).segments == []
+    assert full_decodes == []
+    engine.transcribe(noise, TranscribeOptions().for_utterance())
+    assert full_decodes == [0.5]
 
 
 @pytest.mark.slow

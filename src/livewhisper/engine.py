@@ -68,6 +68,10 @@ class TranscribeOptions:
     #: silence) instead of Whisper's full 30 s, for short live utterances; a result
     #: that looks wrong is decoded again the usual way (see `Engine._fitted`).
     fit_window: bool = False
+    #: With `fit_window`: when the fitted result looks wrong, decode again the usual
+    #: way (True), or give no text (False: a provisional pass, soon redone on more
+    #: audio, is not worth a full 30 s decode).
+    fit_fallback: bool = True
 
     def for_utterance(self) -> TranscribeOptions:
         """Settings for one live utterance that the segmenter already cut out of silence."""
@@ -77,9 +81,13 @@ class TranscribeOptions:
 
     def for_partial(self) -> TranscribeOptions:
         """Cheaper settings for the provisional text of an utterance still being spoken:
-        greedy, one temperature, no timestamp tokens."""
+        greedy, one temperature, no timestamp tokens, no second decode."""
         return dataclasses.replace(
-            self.for_utterance(), beam_size=1, temperature=(0.0,), without_timestamps=True
+            self.for_utterance(),
+            beam_size=1,
+            temperature=(0.0,),
+            without_timestamps=True,
+            fit_fallback=False,
         )
 
 
@@ -239,6 +247,8 @@ class Engine:
             fitted = self._fitted(audio, options, offset)
             if fitted is not None:
                 return fitted
+            if not options.fit_fallback and len(audio) / SAMPLE_RATE + FIT_PAD < 30:
+                return Transcription([], options.language, 0.0, len(audio) / SAMPLE_RATE)
         segments, info = self.stream(audio, options, offset=offset)
         return Transcription(
             list(segments), info.language, info.language_probability, len(audio) / SAMPLE_RATE

@@ -77,6 +77,9 @@ class StreamOptions:
     #: Least new audio between two partial passes, in seconds; the interval grows to
     #: the time one pass takes, so partials never use more than about half the engine.
     partial_interval: float = 0.3
+    #: No partial pass before the open utterance holds this much audio (pre-roll
+    #: included): on less, Whisper hears too little speech to say anything of use.
+    partial_min_audio: float = 0.8
     #: In speech without a pause, once this many seconds of an utterance are
     #: committed, the committed words are finalised as a piece, cut between words.
     piece_seconds: float = 5.0
@@ -353,6 +356,8 @@ class LiveStream:
         if opened is None:
             return
         uid, audio, start = opened
+        if len(audio) < self.options.partial_min_audio * SAMPLE_RATE:
+            return
         job = Job(
             stream=self.key,
             kind="partial",
