@@ -170,16 +170,18 @@ def main() -> None:
     )
     parser.add_argument("--gap", type=float, default=1.0, help="silence between clips (s)")
     parser.add_argument("--monologue", action="store_true", help="also: --silence-ms 3000")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the finals-only run (WER vs offline only)"
+    )
     args = parser.parse_args()
 
     engine = Engine(ModelOptions(model=args.model))
     audio = program(args.clips.split(","), args.gap)
     spoken, offline = offline_words(engine, audio)
     base = StreamOptions()
-    configs = [
-        ("finals only", replace(base, partials=False)),
-        ("partials", base),
-    ]
+    configs = [("finals only", replace(base, partials=False)), ("partials", base)]
+    if args.no_baseline:
+        configs = configs[1:]
     if args.monologue:
         long = SegmenterOptions(silence_ms=3000, max_utterance_s=30.0)
         configs.append(("partials, no pause ends", replace(base, segmenter=long)))
@@ -206,7 +208,7 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     if args.plot is not None:
-        plot(results[1], args.plot, args.model)
+        plot(next(r for r in results if r.name == "partials"), args.plot, args.model)
 
 
 def plot(r: Result, path: Path, model: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from livewhisper.live import (
     StreamStatus,
     Summary,
     _quietest_gap,
+    hypothesis,
     line_sink,
 )
 from livewhisper.metrics import word_error_rate as wer
@@ -508,3 +510,23 @@ def test_cuts_fall_between_words_with_believable_times() -> None:
     assert cut is not None
     n, at = cut
     assert words[n - 1].end <= at + 0.07 and 4.75 <= at <= 5.05, cut
+
+
+def test_hypothesis_words_are_the_text_split_at_spaces() -> None:
+    timed = Segment(
+        1.0,
+        3.0,
+        " To re-record, press 5.",
+        words=(
+            Word(1.0, 1.2, " To", 0.9),
+            Word(1.2, 1.4, " re", 0.9),
+            Word(1.4, 1.9, "-record,", 0.9),
+            Word(2.0, 2.3, " press", 0.9),
+            Word(2.4, 2.8, " 5.", 0.9),
+        ),
+    )
+    words = hypothesis(Transcription([timed], "en"))
+    assert [w.text for w in words] == ["To", "re-record,", "press", "5."]
+    assert (words[1].start, words[1].end) == (1.2, 1.9)
+    untimed = hypothesis(Transcription([replace(timed, words=())], "en"))
+    assert [w.text for w in untimed] == [w.text for w in words]

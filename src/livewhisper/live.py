@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import statistics
 import sys
@@ -109,14 +110,30 @@ def level_db(frame: np.ndarray) -> float:
 
 
 def hypothesis(transcription: Transcription) -> list[HypWord]:
-    """The words of a transcription, with their times when it has them."""
+    """The words of a transcription, with their times when it has them.
+
+    Words are always the text split at spaces: Whisper's timed words can split one
+    ("re" and "-record" of "re-record"), and a hypothesis with word times must
+    compare with one without (a final, a speculative pass) word for word."""
     out: list[HypWord] = []
     for segment in transcription.segments:
         if segment.words:
-            out += [HypWord(w.word.strip(), w.start, w.end) for w in segment.words]
+            out += _spaced_words(segment.words)
         else:
             out += [HypWord(t, segment.start, segment.end) for t in segment.text.split()]
     return [w for w in out if key(w.text)]
+
+
+def _spaced_words(words: tuple[Word, ...]) -> list[HypWord]:
+    """Timed words regrouped at spaces; each takes the times of the pieces it joins."""
+    text, owner = "", []
+    for i, w in enumerate(words):
+        text += w.word
+        owner += [i] * len(w.word)
+    return [
+        HypWord(m.group(), words[owner[m.start()]].start, words[owner[m.end() - 1]].end)
+        for m in re.finditer(r"\S+", text)
+    ]
 
 
 @dataclass
