@@ -197,7 +197,7 @@ def test_session_runs_a_source_to_the_sinks(scheduler: Scheduler) -> None:
 class ScriptEngine:
     """Speech at a steady pace: word k ("w0", "w1", ...) spans [0.4 k + 1, 0.4 k + 1.3]
     stream seconds. A pass hears the words that end inside its audio, with their
-    times; a partial pass (greedy) also hears half of the word being spoken."""
+    times; a partial pass also hears half of the word being spoken."""
 
     def __init__(self, words: int) -> None:
         self.words = words
@@ -207,7 +207,7 @@ class ScriptEngine:
         self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
     ) -> Transcription:
         end = offset + len(audio) / 16000
-        partial = options is not None and options.beam_size == 1
+        partial = options is not None and not options.fit_fallback
         self.partial_passes += partial
         heard = []
         for k in range(self.words):

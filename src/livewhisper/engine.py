@@ -81,10 +81,12 @@ class TranscribeOptions:
 
     def for_partial(self) -> TranscribeOptions:
         """Cheaper settings for the provisional text of an utterance still being spoken:
-        greedy, one temperature, no timestamp tokens, no second decode."""
+        one temperature, no timestamp tokens, no second decode. The beam stays the
+        final's: words committed from partial passes stay in the final text, and on
+        180 s of unseen speech greedy partials left 5 words of it wrong, a beam of
+        5 only 2, for 0.1 s more before a word is shown."""
         return dataclasses.replace(
             self.for_utterance(),
-            beam_size=1,
             temperature=(0.0,),
             without_timestamps=True,
             fit_fallback=False,
