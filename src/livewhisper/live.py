@@ -361,6 +361,10 @@ class LiveStream:
 
     def _maybe_partial(self) -> None:
         now = self.segmenter.time
+        if self.options.speculate and self.segmenter.quiet_for > 0:
+            # The speaker may be pausing: a pass started now would still hold the
+            # engine when the final of this utterance starts, and delay it.
+            return
         with self._lock:
             if self._open_id is None or now - self._partial_mark < self._interval:
                 return
