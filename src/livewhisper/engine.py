@@ -318,7 +318,8 @@ class Engine:
             max_initial_timestamp_index=50,
         )[0]
         tokens = result.sequences_ids[0]
-        text = tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip()
+        text_tokens = [t for t in tokens if t < tokenizer.eot]
+        text = tokenizer.decode(text_tokens).strip()
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         ratio = get_compression_ratio(text) if text else 0.0
         if text and (
@@ -329,7 +330,6 @@ class Engine:
         if text and options.word_timestamps:
             # Word times from the cross-attention of the text against this window's
             # encoding, as faster-whisper times the words of a full window.
-            text_tokens = [t for t in tokens if t < tokenizer.eot]
             timed = model.find_alignment(tokenizer, [text_tokens], encoded, int(seconds * 100))
             timed = timed[0] if timed else []
             merge_punctuations(timed, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)

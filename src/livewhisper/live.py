@@ -296,15 +296,22 @@ class LiveStream:
                 if speculation.result is None:
                     return  # still to come: its result is the final
                 del self._speculation[event.id]
-                job = self._job(event.id, event.audio, event.start, speculation.result)
+                job = self._job(event.id, event.audio, event.start, known=speculation.result)
             else:
                 self._speculation.pop(event.id, None)
                 job = self._job(event.id, event.audio, event.start)
         self.scheduler.submit(job)
 
     def _job(
-        self, uid: int, audio: np.ndarray, start: float, known: JobResult | None = None
+        self,
+        uid: int,
+        audio: np.ndarray,
+        start: float,
+        *,
+        known: JobResult | None = None,
+        on_done: Callable[[JobResult], None] | None = None,
     ) -> Job:
+        """A final job for utterance *uid*; *known* is a result it already has."""
         job = Job(
             stream=self.key,
             kind="final",
@@ -312,7 +319,7 @@ class LiveStream:
             audio=audio,
             offset=start,
             options=self.options.transcribe,
-            on_done=self._done,
+            on_done=on_done or self._done,
         )
         if known is not None:
             job.result = known.transcription
@@ -322,15 +329,7 @@ class LiveStream:
         return job
 
     def _speculate(self, event: SpeechPaused) -> None:
-        job = Job(
-            stream=self.key,
-            kind="final",
-            utterance=event.id,
-            audio=event.audio,
-            offset=event.start,
-            options=self.options.transcribe,
-            on_done=self._speculated,
-        )
+        job = self._job(event.id, event.audio, event.start, on_done=self._speculated)
         speculation = _Speculation(job, len(event.audio))
 
         def wanted() -> bool:
@@ -368,6 +367,8 @@ class LiveStream:
         with self._lock:
             if self._open_id is None or now - self._partial_mark < self._interval:
                 return
+            if now - self._open_start < self.options.partial_min_audio:
+                return  # (the open audio spans _open_start..now)
             running = self._partial_job
             if running is not None and running.started is not None:
                 return  # one pass in flight per stream
@@ -377,8 +378,6 @@ class LiveStream:
         if opened is None:
             return
         uid, audio, start = opened
-        if len(audio) < self.options.partial_min_audio * SAMPLE_RATE:
-            return
         job = Job(
             stream=self.key,
             kind="partial",
