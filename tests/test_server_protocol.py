@@ -103,11 +103,18 @@ async def recv_until(ws: ClientConnection, kind: str) -> list[dict[str, Any]]:
             return seen
 
 
-async def closed_with(ws: ClientConnection) -> tuple[int, str]:
-    """Wait for the server to close; the code and reason it gave."""
+async def messages_until_closed(ws: ClientConnection) -> list[dict[str, Any]]:
+    """Every message the server sends until it closes the connection."""
+    messages = []
     with pytest.raises(ConnectionClosed):
         while True:
-            await asyncio.wait_for(ws.recv(), TIMEOUT)
+            messages.append(await recv_json(ws))
+    return messages
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    """Wait for the server to close; the code and reason it gave."""
+    await messages_until_closed(ws)
     assert ws.close_code is not None
     return ws.close_code, ws.close_reason or ""
 
@@ -434,10 +441,7 @@ def test_idle_clients_are_closed() -> None:
         async with serve(idle_timeout=0.5) as server, connect(ws_url(server)) as ws:
             await ws.send(json.dumps({"type": "start"}))
             await ws.send(tone(1.0))
-            messages = []
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    messages.append(json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)))
+            messages = await messages_until_closed(ws)
             assert ws.close_code == 1008 and "idle" in (ws.close_reason or "")
             # The open utterance was flushed before the close.
             assert [m["text"] for m in messages if m["type"] == "final"] == ["1.00"]
@@ -507,10 +511,7 @@ def test_busy_state_and_overload() -> None:
                 # Late for longer than max_wait_seconds without a break: "try again later".
                 pressure.update(waiting=2, seconds=9.0)
                 await ws.send(tone(1.0))
-                messages = []
-                with pytest.raises(ConnectionClosed):
-                    while True:
-                        messages.append(json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)))
+                messages = await messages_until_closed(ws)
                 assert ws.close_code == 1013 and "busy" in (ws.close_reason or "")
                 kinds = [m.get("state") or m["type"] for m in messages]
                 assert kinds == ["partial", "busy", "final"]  # the open utterance is flushed

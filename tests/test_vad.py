@@ -37,10 +37,11 @@ def frame_ids(audio: np.ndarray) -> list[int]:
     return [round(float(f[1]) * 10_000) for f in audio.reshape(-1, FRAME_SAMPLES)]
 
 
-def run(seg: Segmenter, frames: list[np.ndarray]) -> list[object]:
+def run(seg: Segmenter, frames: list[np.ndarray], *, paused: bool = False) -> list[object]:
+    """The events of *frames*; `SpeechPaused` ones only with *paused*."""
     events: list[object] = []
     for f in frames:
-        events += [e for e in seg.feed(f) if not isinstance(e, SpeechPaused)]
+        events += [e for e in seg.feed(f) if paused or not isinstance(e, SpeechPaused)]
     return events
 
 
@@ -214,10 +215,7 @@ def test_silence_starts_nothing() -> None:
 
 def test_speech_paused_carries_the_audio_the_utterance_will_close_with() -> None:
     frames, detect = scripted("_____SSSSSS______")
-    seg = Segmenter(detect, OPTS)
-    events: list[object] = []
-    for f in frames:
-        events += seg.feed(f)
+    events = run(Segmenter(detect, OPTS), frames, paused=True)
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["SpeechStarted", "SpeechPaused", "UtteranceClosed"]
     paused, closed = events[1], events[2]
@@ -227,10 +225,7 @@ def test_speech_paused_carries_the_audio_the_utterance_will_close_with() -> None
 
 def test_speech_resuming_after_a_pause_continues_the_utterance() -> None:
     frames, detect = scripted("_____SSSS___SSSS______")
-    seg = Segmenter(detect, OPTS)
-    events: list[object] = []
-    for f in frames:
-        events += seg.feed(f)
+    events = run(Segmenter(detect, OPTS), frames, paused=True)
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["SpeechStarted", "SpeechPaused", "SpeechPaused", "UtteranceClosed"]
     assert len(events[3].audio) > len(events[1].audio)  # type: ignore[attr-defined]
