@@ -294,6 +294,9 @@ def test_long_speech_is_finalised_in_pieces_without_losing_or_repeating_words() 
     assert len(finals) >= 3, [e.text for e in finals]
     assert " ".join(e.text for e in finals).split() == [f"w{k}" for k in range(words)]
     assert [e.id for e in finals] == sorted({e.id for e in finals})
+    # A piece is made of committed words, not decoded again: it takes the language
+    # of the passes that committed them, even when it is the first final.
+    assert all(e.language == "en" for e in finals), [e.language for e in finals]
     # Pieces join end to start, each cut in a gap between two words.
     for a, b in zip(finals, finals[1:], strict=False):
         assert a.end == pytest.approx(b.start)

@@ -197,7 +197,7 @@ class LiveStream:
         self._last_partial: tuple[str, str] | None = None
         self._changed = False  # committed words changed since the last cut check
         self._speculation: dict[int, _Speculation] = {}
-        self._language: str | None = None  # the last one detected, for pieces
+        self._language: str | None = None  # the last one heard, for pieces
 
     @property
     def utterances(self) -> int:
@@ -411,6 +411,7 @@ class LiveStream:
         if job.utterance != self._open_id:
             return
         self._heard_until = max(self._heard_until, job.offset + job.seconds)
+        self._language = transcription.language or self._language  # for pieces
         words = hypothesis(transcription)
         timed = any(s.words for s in transcription.segments)
         horizon = job.offset + job.seconds - COMMIT_MARGIN if timed else None
