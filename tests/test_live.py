@@ -284,7 +284,9 @@ def test_long_speech_is_finalised_in_pieces_without_losing_or_repeating_words() 
     engine = ScriptEngine(words)
     events: list[TextEvent] = []
     options = StreamOptions(
-        segmenter=SegmenterOptions(silence_ms=300, max_utterance_s=30.0), piece_seconds=3.0
+        segmenter=SegmenterOptions(silence_ms=300, max_utterance_s=30.0),
+        piece_seconds=3.0,
+        piece_any_seconds=3.0,
     )
     with Scheduler(engine) as scheduler:
         stream = LiveStream(scheduler, options, events.append, detector=loud)

@@ -47,18 +47,6 @@ def test_disagreement_commits_nothing_more() -> None:
     assert [w.text for w in a.update(hyp("the cat sat on the mat"))] == ["sat", "on", "the"]
 
 
-def test_reconcile_keeps_committed_words_and_takes_the_final_tail() -> None:
-    a = Agreement()
-    a.update(hyp("go forward ten"))
-    a.update(hyp("go forward ten meters"))
-    final = hyp("Go forward, 10 meters.")
-    assert " ".join(w.text for w in a.reconcile(final)) == "go forward ten meters."
-
-
-def test_reconcile_without_commitments_is_the_final() -> None:
-    assert [w.text for w in Agreement().reconcile(hyp("hello there"))] == ["hello", "there"]
-
-
 def test_align_after_finds_the_end_of_a_changed_prefix() -> None:
     assert align_after(["a", "b"], ["a", "b", "c"]) == 2
     assert align_after(["ask", "not", "what"], ["ask", "knot", "what", "your"]) == 3

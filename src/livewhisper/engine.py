@@ -72,6 +72,11 @@ class TranscribeOptions:
     #: way (True), or give no text (False: a provisional pass, soon redone on more
     #: audio, is not worth a full 30 s decode).
     fit_fallback: bool = True
+    #: Text said just before this audio (a live stream's earlier finals): given to
+    #: Whisper as previous text after *initial_prompt*, as a file's earlier windows
+    #: are. With *context_language*, it is used only if the audio is in that language.
+    context: str | None = None
+    context_language: str | None = None
 
     def for_utterance(self) -> TranscribeOptions:
         """Settings for one live utterance that the segmenter already cut out of silence."""
@@ -81,12 +86,12 @@ class TranscribeOptions:
 
     def for_partial(self) -> TranscribeOptions:
         """Cheaper settings for the provisional text of an utterance still being spoken:
-        one temperature, no timestamp tokens, no second decode. The beam stays the
-        final's: words committed from partial passes stay in the final text, and on
-        180 s of unseen speech greedy partials left 5 words of it wrong, a beam of
-        5 only 2, for 0.1 s more before a word is shown."""
+        greedy, one temperature, no timestamp tokens, no second decode. The final
+        decodes the whole utterance again with the full settings, so a word a
+        partial pass gets wrong is shown for a moment but never kept."""
         return dataclasses.replace(
             self.for_utterance(),
+            beam_size=1,
             temperature=(0.0,),
             without_timestamps=True,
             fit_fallback=False,
@@ -203,6 +208,14 @@ class Engine:
                     "use a multilingual model such as base or small."
                 )
 
+    def _prompt(self, options: TranscribeOptions, language: str | None) -> str | None:
+        """The previous text for a decode in *language* (None: not known yet)."""
+        context = options.context
+        if context and options.context_language not in (None, language):
+            context = None  # said in another language: it would pull the text towards it
+        parts = [p.strip() for p in (options.initial_prompt, context) if p and p.strip()]
+        return " ".join(parts) or None
+
     def _decode(self, audio: np.ndarray, options: TranscribeOptions) -> tuple[Iterable[Any], Any]:
         language = options.language
         if language is None and not self.multilingual:
@@ -212,7 +225,7 @@ class Engine:
             language=language,
             task=options.task,
             beam_size=options.beam_size,
-            initial_prompt=options.initial_prompt,
+            initial_prompt=self._prompt(options, language),
             word_timestamps=options.word_timestamps,
             vad_filter=options.vad_filter,
             condition_on_previous_text=options.condition_on_previous_text,
@@ -300,9 +313,8 @@ class Engine:
         tokenizer = Tokenizer(
             model.hf_tokenizer, self.multilingual, task=options.task, language=language
         )
-        previous = (
-            tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
-        )
+        prompt_text = self._prompt(options, language)
+        previous = tokenizer.encode(" " + prompt_text) if prompt_text else []
         prompt = model.get_prompt(
             tokenizer, previous, without_timestamps=options.without_timestamps
         )

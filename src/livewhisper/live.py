@@ -29,9 +29,10 @@ from typing import Any, Literal, TextIO
 
 import numpy as np
 
+from livewhisper.context import Context, ContextOptions
 from livewhisper.engine import TranscribeOptions, Transcription
 from livewhisper.errors import LivewhisperError, OutputError
-from livewhisper.partials import Agreement, HypWord, join, key
+from livewhisper.partials import Agreement, HypWord, key
 from livewhisper.scheduler import Job, JobResult, Scheduler
 from livewhisper.sources import Source
 from livewhisper.transcript import Segment, TextEvent, Word
@@ -75,18 +76,29 @@ class StreamOptions:
     vad_level: int = 3
     #: Re-transcribe the open utterance as it grows and emit ``partial`` events.
     partials: bool = True
-    #: Least new audio between two partial passes, in seconds; the interval grows to
-    #: the time one pass takes, so partials never use more than about half the engine.
+    #: Least new audio between two partial passes, in seconds; the interval grows
+    #: with the time one pass takes (see `partial_share`).
     partial_interval: float = 0.3
+    #: At most this share of the stream's time goes to partial passes: a pass that
+    #: took *t* seconds is followed by the next one *t / partial_share* seconds after
+    #: it started. Partial text is only a preview (the final decodes the utterance
+    #: again), so it is not worth most of the machine.
+    partial_share: float = 0.25
     #: No partial pass before the open utterance holds this much audio (pre-roll
     #: included): on less, Whisper hears too little speech to say anything of use.
     partial_min_audio: float = 0.8
     #: In speech without a pause, once this many seconds of an utterance are
     #: committed, the committed words are finalised as a piece, cut between words.
     piece_seconds: float = 5.0
+    #: ...but only after a word that ends a sentence, until this many seconds are
+    #: committed; then at the quietest gap between any two words. A piece is decoded
+    #: without the speech after it, so a cut inside a sentence costs words.
+    piece_any_seconds: float = 12.0
     #: Start the final when the silence begins (``tail_ms`` into it) instead of when
     #: the utterance closes; kept if no speech follows.
     speculate: bool = True
+    #: What of the stream's earlier finals each decode is given as previous text.
+    context: ContextOptions = field(default_factory=ContextOptions)
 
 
 @dataclass(frozen=True)
@@ -154,9 +166,14 @@ class LiveStream:
     decides what to do.
 
     Partial text follows `partials.Agreement`: words two passes agree on are
-    committed and stay; the final keeps them. In speech without a pause, committed
-    words are finalised in pieces (`StreamOptions.piece_seconds`) and the segmenter
-    goes on with the rest of the audio as the next utterance."""
+    committed and stay for the rest of the utterance's partials. The final is the
+    decode of the whole utterance, and replaces them. In speech without a pause,
+    committed words choose where the speech is cut into pieces
+    (`StreamOptions.piece_seconds`); each piece is decoded as a final and the
+    segmenter goes on with the rest of the audio as the next utterance.
+
+    Every decode gets the text of the stream's last finals as context
+    (`context.Context`), as a file's decode has the words before each window."""
 
     def __init__(
         self,
@@ -189,7 +206,7 @@ class LiveStream:
         self._open_id: int | None = None
         self._open_start = 0.0
         self._agreement = Agreement()
-        self._closing: dict[int, Agreement] = {}  # closed utterances awaiting their final
+        self._context = Context(self.options.context)  # earlier finals (guarded by _lock)
         self._partial_job: Job | None = None
         self._partial_mark = 0.0  # stream time the last partial pass was submitted at
         self._interval = self.options.partial_interval
@@ -287,7 +304,6 @@ class LiveStream:
                 piece = agreement.cut(n)
                 self._agreement, agreement = agreement, Agreement(committed=piece)
                 self._agreement.tail = []
-            self._closing[event.id] = agreement
             speculation = self._speculation.get(event.id)
             self._forget_open(event.id)
             job: Job
@@ -320,6 +336,7 @@ class LiveStream:
             offset=start,
             options=self.options.transcribe,
             on_done=on_done or self._done,
+            prepare=self._with_context,
         )
         if known is not None:
             job.result = known.transcription
@@ -327,6 +344,16 @@ class LiveStream:
             if known.error is not None:
                 self.error = self.error or known.error
         return job
+
+    def _with_context(self, job: Job) -> TranscribeOptions:
+        """The job's options with the stream's earlier finals as context, taken when
+        the job runs: the finals before it have been decoded by then."""
+        with self._lock:
+            prompt = self._context.prompt(job.offset, job.options.language)
+            language = self._context.language
+        if prompt is None:
+            return job.options
+        return replace(job.options, context=prompt, context_language=language)
 
     def _speculate(self, event: SpeechPaused) -> None:
         job = self._job(event.id, event.audio, event.start, on_done=self._speculated)
@@ -386,6 +413,7 @@ class LiveStream:
             offset=start,
             options=self._partial_options,
             on_done=self._partial_done,
+            prepare=self._with_context,
         )
         with self._lock:
             self._partial_job = job
@@ -397,7 +425,9 @@ class LiveStream:
             if result.job is not self._partial_job:
                 return  # its utterance has closed or been cut since
             self._partial_job = None
-            self._interval = max(self.options.partial_interval, result.ran)
+            self._interval = max(
+                self.options.partial_interval, result.ran / self.options.partial_share
+            )
             if result.error is not None or result.transcription is None:
                 self.error = self.error or result.error
                 return
@@ -441,13 +471,20 @@ class LiveStream:
             self._changed = False
             committed = list(self._agreement.committed)
             start = self._open_start
-        if len(committed) < 2 or committed[-1].end - start < self.options.piece_seconds:
+        span = committed[-1].end - start if committed else 0.0
+        if len(committed) < 2 or span < self.options.piece_seconds:
             return
         opened = self.segmenter.open_utterance()
         if opened is None or opened[0] != self._open_id:
             return
         uid, audio, start = opened
-        cut = _quietest_gap(audio, start, committed, min_piece=self.options.piece_seconds / 2)
+        cut = _quietest_gap(
+            audio,
+            start,
+            committed,
+            min_piece=self.options.piece_seconds / 2,
+            sentences=span < self.options.piece_any_seconds,
+        )
         if cut is None:
             return
         n, at = cut
@@ -457,17 +494,12 @@ class LiveStream:
             self._handle(events)
             return
         with self._lock:
-            piece = self._agreement.cut(n)
+            self._agreement.cut(n)
             self._arrived[uid] = time.monotonic()
-            self._closing[uid] = Agreement(committed=piece)
             self._forget_open(uid)
-            words = [Word(w.start, w.end, w.text, 1.0) for w in piece]
-            known = Transcription(
-                [Segment(closed.start, closed.end, join(piece), tuple(words))],
-                self.options.transcribe.language or None,
-            )
+            # The piece is decoded whole, with its context, like any final: the
+            # partial passes only chose where to cut it.
             job = self._job(uid, closed.audio, closed.start)
-            job.result = known
         log.info("utterance %d: a piece of %d words cut at %.2f s", uid, n, at)
         self.scheduler.submit(job)
         self._handle([e for e in events if e is not closed])
@@ -485,20 +517,22 @@ class LiveStream:
         job = result.job
         with self._lock:
             arrived = self._arrived.pop(job.utterance, job.submitted)
-            agreement = self._closing.pop(job.utterance, None)
             self._heard_until = max(self._heard_until, job.offset + job.seconds)
             if result.ran:
                 self._runs.append(result.ran)
         if result.error is not None or result.transcription is None:
             self.error = self.error or result.error
             return
+        # The final is the decode of the whole utterance with its context, whatever
+        # the partial passes settled on: they saw less audio, so they are right less
+        # often, and what they got wrong must not stay.
         text = result.transcription.text.strip()
-        if text and agreement is not None and agreement.committed:
-            text = join(agreement.reconcile(hypothesis(result.transcription)))
         if not text:
             return  # the guards found no speech in it: no text is better than invented text
         language = result.transcription.language or self._language
-        self._language = language
+        with self._lock:
+            self._language = language
+            self._context.add(text, start=job.offset, end=self._real_end(job), language=language)
         event = TextEvent(
             type="final",
             id=job.utterance,
@@ -544,13 +578,21 @@ class LiveStream:
 
 
 def _quietest_gap(
-    audio: np.ndarray, start: float, committed: list[HypWord], *, min_piece: float
+    audio: np.ndarray,
+    start: float,
+    committed: list[HypWord],
+    *,
+    min_piece: float,
+    sentences: bool = False,
 ) -> tuple[int, float] | None:
     """Where to cut committed speech: ``(words before the cut, stream time)``.
 
     Between every two committed words (the first piece at least *min_piece* long)
-    the quietest 30 ms frame near their gap is found; the quietest of those wins,
-    so a breath or a pause is preferred to a join inside a phrase.
+    the quietest boundary between two 30 ms frames near their gap is found (the
+    quietest pair of frames around it); the quietest of those wins, so a breath or
+    a pause is preferred to a join inside a phrase, and neither side of the cut
+    keeps the edge of a word. With *sentences*, only gaps after a word that ends a
+    sentence (``.``, ``?``, ``!``) are candidates.
     """
     frames = len(audio) // FRAME_SAMPLES
     if frames < 2:
@@ -559,7 +601,7 @@ def _quietest_gap(
     best: tuple[float, int, float] | None = None
     for i in range(len(committed) - 1):
         left, right = committed[i], committed[i + 1]
-        if left.end - start < min_piece:
+        if left.end - start < min_piece or (sentences and not _ends_sentence(left.text)):
             continue
         low, high = sorted((left.end, right.start))
         if right.start < left.start or high - low > 1.0:
@@ -568,10 +610,15 @@ def _quietest_gap(
         hi = min(frames - 1, int(math.ceil((high + 0.06 - start) / FRAME_SECONDS)))
         if hi <= lo:
             continue
-        k = lo + int(np.argmin(energy[lo:hi]))
-        if best is None or energy[k] < best[0]:
-            best = (float(energy[k]), i + 1, start + k * FRAME_SECONDS)
+        pairs = energy[lo - 1 : hi] + energy[lo : hi + 1]  # frames k-1 and k, k in lo..hi
+        k = lo + int(np.argmin(pairs))
+        if best is None or pairs[k - lo] < best[0]:
+            best = (float(pairs[k - lo]), i + 1, start + k * FRAME_SECONDS)
     return None if best is None else (best[1], best[2])
+
+
+def _ends_sentence(word: str) -> bool:
+    return word.rstrip("\"')»”’").endswith((".", "?", "!", "。", "？", "！"))
 
 
 # --------------------------------------------------------------------------- sinks

@@ -4,9 +4,9 @@ While an utterance is being spoken its audio is transcribed again and again. Eac
 pass gives a hypothesis: the words heard so far. A word is *committed* when two
 consecutive hypotheses agree on it and on every word before it (the
 LocalAgreement-2 rule of streaming Whisper policies); committed words never change
-again, and only the tail after them may. When the utterance closes, its final
-transcription is reconciled with what was committed, so the final never
-contradicts a word the user already saw settle.
+again while the utterance is spoken, and only the tail after them may. They are
+what a view can show as settled; the final transcription of the whole utterance,
+which hears all of it, replaces them when the utterance ends.
 
 Pure logic: no threads, no clock, no model.
 """
@@ -124,13 +124,6 @@ class Agreement:
         self.tail = rest[len(newly) :]
         self._previous_tail = rest_keys[len(newly) :]
         return newly
-
-    def reconcile(self, final: Sequence[HypWord]) -> list[HypWord]:
-        """The final words of the utterance: the committed words as they were shown,
-        then the final transcription from where they end."""
-        keys = [key(w.text) for w in final]
-        start = align_after([key(w.text) for w in self.committed], keys)
-        return [*self.committed, *(w for w in final[start:] if key(w.text))]
 
     def cut(self, words: int) -> list[HypWord]:
         """Hand over the first *words* committed words (a piece finalised on its own,

@@ -51,6 +51,10 @@ class Job:
     #: Asked just before the job runs; a job no longer wanted is skipped (a
     #: speculative final whose utterance went on).
     wanted: Callable[[], bool] | None = None
+    #: Asked just before the job runs for the options to decode it with: a live
+    #: stream adds the text of its finals so far, some of which may have been
+    #: decoded after this job was queued.
+    prepare: Callable[[Job], TranscribeOptions] | None = None
     started: float | None = None  # when the worker took it
 
     @property
@@ -253,7 +257,8 @@ class Scheduler:
         error: BaseException | None = None
         if transcription is None:
             try:
-                transcription = self.engine.transcribe(job.audio, job.options, offset=job.offset)
+                options = job.options if job.prepare is None else job.prepare(job)
+                transcription = self.engine.transcribe(job.audio, options, offset=job.offset)
             except Exception as exc:  # handed to the job's owner, which can report it
                 error = exc
         done = time.monotonic()
