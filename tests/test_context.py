@@ -1,0 +1,103 @@
+"""The context rules: what of a stream's finals is carried into its next decode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from livewhisper.context import Context, ContextOptions
+from livewhisper.engine import SAMPLE_RATE, Engine, TranscribeOptions
+
+
+def test_the_newest_words_are_carried_up_to_the_limit() -> None:
+    context = Context(ContextOptions(words=5))
+    assert context.prompt(0.0) is None
+    context.add("one two three", start=0.0, end=1.0, language="en")
+    assert context.prompt(1.5) == "one two three"
+    context.add("four five six seven", start=1.5, end=3.0, language="en")
+    assert context.prompt(3.5) == "three four five six seven"
+
+
+def test_a_long_silence_drops_the_context() -> None:
+    context = Context(ContextOptions(reset_after=30.0))
+    context.add("before the break", start=0.0, end=2.0, language="en")
+    assert context.prompt(31.0) == "before the break"
+    assert context.prompt(32.5) is None
+    context.add("after it", start=33.0, end=34.0, language="en")
+    assert context.prompt(35.0) == "after it"
+
+
+def test_another_language_starts_afresh() -> None:
+    context = Context()
+    context.add("good morning", start=0.0, end=1.0, language="en")
+    assert context.prompt(2.0, "es") is None  # a decode known to be Spanish
+    assert context.language == "en"
+    context.add("buenos dias", start=2.0, end=3.0, language="es")
+    assert context.prompt(4.0) == "buenos dias"
+    assert context.language == "es"
+
+
+def test_a_loop_is_not_carried() -> None:
+    context = Context()
+    context.add("a fine start", start=0.0, end=1.0, language="en")
+    context.add("thank you. " * 20, start=1.0, end=5.0, language="en")
+    assert context.prompt(6.0) is None
+    context.add("a new sentence", start=6.0, end=7.0, language="en")
+    assert context.prompt(8.0) == "a new sentence"
+
+
+def test_zero_words_is_no_context() -> None:
+    context = Context(ContextOptions(words=0))
+    context.add("anything", start=0.0, end=1.0, language="en")
+    assert context.prompt(1.0) is None
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError):
+        ContextOptions(words=-1)
+    with pytest.raises(ValueError):
+        ContextOptions(reset_after=0)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine()
+
+
+@pytest.mark.slow
+def test_context_in_another_language_is_not_given_to_the_model(engine: Engine) -> None:
+    options = TranscribeOptions(initial_prompt="Dashwood.", context="dial one", language="en")
+    assert engine._prompt(options, "en") == "Dashwood. dial one"
+    assert engine._prompt(replace(options, context_language="en"), "en") == "Dashwood. dial one"
+    assert engine._prompt(replace(options, context_language="fr"), "en") == "Dashwood."
+    assert (
+        engine._prompt(replace(options, initial_prompt=None, context_language="fr"), "en") is None
+    )
+
+
+@pytest.mark.slow
+def test_real_speech_a_menu_read_on_is_understood_only_with_what_came_before(
+    engine: Engine, speech: Callable[[str], np.ndarray]
+) -> None:
+    # The end of a real telephone menu: "... dial 3 to send this caller to the
+    # torture menu." then, after a pause, "Dial 4 to send this caller to a polite
+    # don't call menu." Decoded alone, the second utterance's first words are
+    # ambiguous ("dial forward"); decoded with the text of the first as the live
+    # stream carries it, the menu goes on with its next number.
+    from livewhisper.live import LiveStream, StreamOptions
+    from livewhisper.scheduler import Scheduler
+
+    audio = speech("asterisk_en_60s.flac")[int(56.5 * SAMPLE_RATE) :]
+    events = []
+    with Scheduler(engine) as scheduler:
+        stream = LiveStream(scheduler, StreamOptions(partials=False), events.append)
+        for i in range(0, len(audio), 1600):
+            stream.feed(audio[i : i + 1600])
+        assert stream.finish(timeout=120)
+    assert len(events) == 2, [e.text for e in events]
+    first, last = (e.text.lower() for e in events)
+    assert "dial 3" in first or "dial three" in first
+    assert last.startswith(("dial 4", "dial four")), last
