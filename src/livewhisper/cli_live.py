@@ -121,6 +121,14 @@ def _live_model_options(func: Any) -> Any:
     help="Show text while it is being spoken, settling word by word. Default: in the "
     "live view and with --format jsonl; with --format text on stdout only when given.",
 )
+@click.option(
+    "--context-words",
+    type=click.IntRange(min=0),
+    default=80,
+    show_default=True,
+    help="Words of the last finals given to the model with each utterance, as a file's "
+    "decode has the words before each window; 0: each utterance alone.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No live view, no status messages.")
 @serve_options
 def listen_command(
@@ -144,6 +152,7 @@ def listen_command(
     output: str | None,
     save_audio: str | None,
     partials: bool | None,
+    context_words: int,
     quiet: bool,
     serve: ServeSettings | None,
 ) -> None:
@@ -161,6 +170,7 @@ def listen_command(
       livewhisper listen --input talk.wav --speed 2
       arecord -f S16_LE -r 16000 -c 1 -t raw | livewhisper listen --input -
     """
+    from livewhisper.context import ContextOptions
     from livewhisper.engine import TranscribeOptions
     from livewhisper.live import AudioRecorder, Session, StreamOptions, format_event, line_sink
     from livewhisper.scheduler import Scheduler
@@ -181,6 +191,7 @@ def listen_command(
         transcribe=transcribe,
         vad_level=vad_level,
         partials=partials is not False and (stdout_partials or show_view),
+        context=ContextOptions(words=context_words),
     )
     with contextlib.ExitStack() as stack:
         try:
