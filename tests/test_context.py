@@ -101,3 +101,46 @@ def test_real_speech_a_menu_read_on_is_understood_only_with_what_came_before(
     first, last = (e.text.lower() for e in events)
     assert "dial 3" in first or "dial three" in first
     assert last.startswith(("dial 4", "dial four")), last
+
+
+def test_a_run_of_words_said_twice_is_a_loop() -> None:
+    from livewhisper.context import repeats_itself
+
+    assert repeats_itself("Press 2 to call the person. Press 2 to call the person.")
+    assert repeats_itself("and then we went home and then we went home")
+    assert not repeats_itself("Please try again. You are the only participant.")
+    assert not repeats_itself("Press 1 to mute. Press 2 to lock the conference.")
+    assert not repeats_itself("no no no")  # short repeats are speech, not a loop
+
+
+def test_a_decode_that_repeats_itself_with_context_is_decoded_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from livewhisper.engine import Transcription
+    from livewhisper.transcript import Segment
+
+    engine = Engine.__new__(Engine)  # the retry rule only: no model needed
+    seen: list[str | None] = []
+
+    def decode(audio: np.ndarray, options: TranscribeOptions, offset: float) -> Transcription:
+        seen.append(options.context)
+        text = (
+            "dial four to leave. dial four to leave." if options.context else "dial four to leave."
+        )
+        return Transcription([Segment(offset, offset + 1, text)], "en")
+
+    monkeypatch.setattr(engine, "_transcribe", decode)
+    audio = np.zeros(SAMPLE_RATE, np.float32)
+    assert engine.transcribe(audio, TranscribeOptions(context="dial three")).text == (
+        "dial four to leave."
+    )
+    assert seen == ["dial three", None]
+    seen.clear()
+    assert engine.transcribe(audio, TranscribeOptions()).text == "dial four to leave."
+    assert seen == [None]
+
+
+def test_a_loop_is_not_remembered() -> None:
+    context = Context()
+    context.add("press two to call. press two to call.", start=0.0, end=2.0, language="en")
+    assert context.prompt(3.0) is None

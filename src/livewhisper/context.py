@@ -10,8 +10,10 @@ Rules (each guards against what a prompt can carry forward):
 
 * only finals are remembered, never partial text;
 * at most `ContextOptions.words` words, the newest, so the prompt never grows;
-* text that looks like a Whisper loop (compression ratio above the bar) is not
-  remembered, so a repetition cannot seed the next one;
+* text that looks like a Whisper loop (compression ratio above the bar, or a run
+  of words said twice in a row) is not remembered, so a repetition cannot seed
+  the next one (and `Engine.transcribe` decodes again without context a result
+  that repeats itself);
 * a final in another language than the remembered text starts the context
   afresh, so one speaker's language is not pushed onto the next;
 * after `ContextOptions.reset_after` seconds without a final, the context is
@@ -50,6 +52,18 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
+def repeats_itself(text: str, words: int = 4) -> bool:
+    """True if a run of at least *words* words comes twice in a row ("press two to
+    call. press two to call."): Whisper looping, not speech."""
+    tokens = [t.strip(".,!?;:\"'").lower() for t in text.split()]
+    n = len(tokens)
+    for size in range(words, n // 2 + 1):
+        for i in range(n - 2 * size + 1):
+            if tokens[i : i + size] == tokens[i + size : i + 2 * size]:
+                return True
+    return False
+
+
 class Context:
     """The recent final text of one stream."""
 
@@ -74,7 +88,7 @@ class Context:
         words = text.split()
         if not words:
             return
-        if compression_ratio(text) > self.options.max_compression_ratio:
+        if compression_ratio(text) > self.options.max_compression_ratio or repeats_itself(text):
             self._words.clear()  # a loop: neither it nor what led into it is carried
             return
         self._words.extend(words)

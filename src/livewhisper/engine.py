@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from livewhisper import models
+from livewhisper.context import repeats_itself
 from livewhisper.errors import ModelError
 from livewhisper.transcript import Segment, Word
 
@@ -258,6 +259,17 @@ class Engine:
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 *audio*; times are shifted by *offset* seconds."""
         options = options or TranscribeOptions()
+        result = self._transcribe(audio, options, offset)
+        if options.context and repeats_itself(result.text):
+            # Previous text can lead Whisper to say a sentence of the audio twice (a
+            # menu read on, where the same phrases come back): decode it alone.
+            log.info("a decode with context repeated itself; decoding it without")
+            result = self._transcribe(audio, dataclasses.replace(options, context=None), offset)
+        return result
+
+    def _transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions, offset: float
+    ) -> Transcription:
         if options.fit_window:
             fitted = self._fitted(audio, options, offset)
             if fitted is not None:
