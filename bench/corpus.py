@@ -337,6 +337,13 @@ def speech_bounds(samples: np.ndarray) -> tuple[int, int]:
     return int(loud[0] * hop), int(min(len(samples), (loud[-1] + 1) * hop))
 
 
+def trim(clip: np.ndarray, margin: int = RATE // 20) -> tuple[np.ndarray, int, int]:
+    """*clip* cut to its speech (`speech_bounds`) with *margin* samples (50 ms) kept
+    on either side: (the cut clip, samples before the speech in it, speech samples)."""
+    begin, end = speech_bounds(clip)
+    return clip[max(0, begin - margin) : end + margin], min(begin, margin), end - begin
+
+
 def build_long(language: str, out: Path, seed: int) -> list[Item]:
     """Consecutive prompts (sorted by name, from a seeded start) joined with pauses."""
     folder = out / "long"
@@ -370,17 +377,14 @@ def build_long(language: str, out: Path, seed: int) -> list[Item]:
             name, text = pool[position % len(pool)]
             position += 1
             used += 1
-            clip = read_pcm(src_dir / name)
-            begin, end = speech_bounds(clip)
-            margin = RATE // 20  # keep 50 ms around the speech
-            clip = clip[max(0, begin - margin) : end + margin]
+            clip, lead_in, speech = trim(read_pcm(src_dir / name))
             if length + len(clip) > (target + 2) * RATE:
                 continue  # too long to fit: the next one may
-            speech_start = length + min(begin, margin)
+            speech_start = length + lead_in
             spans.append(
                 {
                     "start": round(speech_start / RATE, 3),
-                    "end": round((speech_start + (end - begin)) / RATE, 3),
+                    "end": round((speech_start + speech) / RATE, 3),
                     "reference": text,
                     "source": f"asterisk_{language}/{name}",
                 }

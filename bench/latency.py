@@ -30,8 +30,10 @@ import tempfile
 import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -164,14 +166,29 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def listen(
+@dataclass
+class Heard:
+    """What one `listen` run printed: every JSON event with its arrival time."""
+
+    t0: float  # monotonic time at which the audio started
+    deadline: float  # when the run was stopped (SIGINT)
+    arrivals: list[tuple[float, dict[str, Any]]]
+    sampler: Sampler
+    peak_rss_mb: float
+
+    def finals(self) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, e) for t, e in self.arrivals if e["type"] == "final"]
+
+
+def run_listen(
     name: str,
     args: list[str],
-    program: Program,
+    seconds: float,
     env: dict[str, str] | None,
-    play: object | None,
-) -> Run:
-    """Run `listen`, play the program (or let --input play it), collect timings."""
+    play: Callable[[], subprocess.Popen[bytes]] | None,
+) -> Heard:
+    """Run `listen --format jsonl` with *args*, start *play* (or let --input play),
+    collect its events for *seconds* (+0.5), then stop it as Ctrl-C does."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "livewhisper", "listen", "--format", "jsonl", *args],
         stdout=subprocess.PIPE,
@@ -187,54 +204,70 @@ def listen(
         raise SystemExit(f"{name}: listen did not start")
     threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep stderr drained
     t0 = time.monotonic()
-    player = play(program) if callable(play) else None
+    player = play() if play is not None else None
     sampler = Sampler(proc.pid)
     sampler.start()
-    arrivals: list[tuple[float, dict[str, object]]] = []
+    arrivals: list[tuple[float, dict[str, Any]]] = []
 
     def read() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            event = json.loads(line)
-            if event["type"] == "final":  # partials are measured by bench/partials.py
-                arrivals.append((time.monotonic(), event))
+            arrivals.append((time.monotonic(), json.loads(line)))
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    total = len(program.audio) / RATE
-    deadline = t0 + total + 0.5
+    deadline = t0 + seconds + 0.5
     threading.Event().wait(max(0.0, deadline - time.monotonic()))
-    run = Run(name)
     try:
-        run.peak_rss_mb = peak_rss_mb(proc.pid)
+        rss = peak_rss_mb(proc.pid)
     except OSError:
-        run.peak_rss_mb = float("nan")
-    if run.peak_rss_mb != run.peak_rss_mb:  # it ended already: use the sampled peak
-        run.peak_rss_mb = sampler.peak_rss / 2**20
+        rss = float("nan")
+    if rss != rss:  # it ended already: use the sampled peak
+        rss = sampler.peak_rss / 2**20
     proc.send_signal(signal.SIGINT)
     proc.wait(60)
     reader.join(10)
     sampler.done.set()
     if player is not None:
-        player.wait(10)  # type: ignore[attr-defined]
-    events = [e for _, e in arrivals]
-    run.utterances = len(events)
-    run.text = " ".join(str(e["text"]) for e in events)
+        player.wait(10)
+    return Heard(t0, deadline, arrivals, sampler, rss)
+
+
+def final_delays(
+    finals: list[tuple[float, dict[str, Any]]], ends: list[float], t0: float
+) -> list[float | None]:
+    """Per speech end (program seconds): seconds from it to the first final that
+    reaches it and began before it, or None where none came."""
     # Stream time runs from when listening started; the program from t0.
-    for end in program.ends:
-        # The first final that reaches the clip's end (and began before it).
-        after = [
-            (t, e)
-            for t, e in arrivals
-            if float(e["end"]) >= end - 0.3 and float(e["start"]) < end  # type: ignore[arg-type]
-        ]
-        if after:
-            run.latencies.append(after[0][0] - (t0 + end))
-        else:
-            run.missed += 1
-    last_final = arrivals[-1][0] if arrivals else t0
-    run.cpu_speaking = sampler.percent(t0, t0 + program.speech_seconds)
-    run.cpu_silent = sampler.percent(max(last_final, t0 + program.speech_seconds) + 1, deadline)
+    delays: list[float | None] = []
+    for end in ends:
+        after = [t for t, e in finals if float(e["end"]) >= end - 0.3 and float(e["start"]) < end]
+        delays.append(after[0] - (t0 + end) if after else None)
+    return delays
+
+
+def listen(
+    name: str,
+    args: list[str],
+    program: Program,
+    env: dict[str, str] | None,
+    play: Callable[[], subprocess.Popen[bytes]] | None,
+) -> Run:
+    """Run `listen`, play the program (or let --input play it), collect timings."""
+    heard = run_listen(name, args, len(program.audio) / RATE, env, play)
+    finals = heard.finals()  # partials are measured by bench/partials.py
+    run = Run(name, peak_rss_mb=heard.peak_rss_mb)
+    run.utterances = len(finals)
+    run.text = " ".join(str(e["text"]) for _, e in finals)
+    delays = final_delays(finals, program.ends, heard.t0)
+    run.latencies = [d for d in delays if d is not None]
+    run.missed = delays.count(None)
+    t0 = heard.t0
+    last_final = finals[-1][0] if finals else t0
+    run.cpu_speaking = heard.sampler.percent(t0, t0 + program.speech_seconds)
+    run.cpu_silent = heard.sampler.percent(
+        max(last_final, t0 + program.speech_seconds) + 1, heard.deadline
+    )
     return run
 
 
@@ -291,7 +324,7 @@ def main() -> None:
                         [*common, "--device", "pulse"],
                         program,
                         mic.environ(),
-                        lambda p: mic.play(wav),
+                        lambda: mic.play(wav),
                     )
                 )
             finally:

@@ -18,6 +18,7 @@ import json
 import statistics
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -92,6 +93,38 @@ def match(spoken: list[Spoken], stream_words: list[tuple[float, list[str]]]) -> 
     return out
 
 
+def snapshots(
+    events: Iterable[tuple[float, TextEvent]],
+) -> tuple[list[tuple[float, list[str]]], ...]:
+    """The session's words at each event, as *match* takes them: (shown, committed,
+    final) lists of (time, words), where shown is the finals so far plus the open
+    partial, committed the finals plus the partial's stable prefix."""
+    finals: dict[int, list[str]] = {}
+    partial: tuple[int, list[str], list[str]] | None = None
+    shown_s, committed_s, final_s = [], [], []
+    for t, e in events:
+        if e.type == "final":
+            finals[e.id] = words(e.text)
+            if partial is not None and partial[0] <= e.id:
+                partial = None
+        else:
+            partial = (e.id, words(e.text), words(e.stable))
+        base = [w for k in sorted(finals) for w in finals[k]]
+        final_s.append((t, base))
+        shown_s.append((t, base + (partial[1] if partial else [])))
+        committed_s.append((t, base + (partial[2] if partial else [])))
+    return shown_s, committed_s, final_s
+
+
+def word_times(
+    spoken: list[Spoken], events: Iterable[tuple[float, TextEvent]]
+) -> list[tuple[float | None, float | None, float | None]]:
+    """Per spoken word, when it was first shown, committed and final (the events'
+    times), or None where it never was."""
+    shown, committed, final = (match(spoken, s) for s in snapshots(events))
+    return list(zip(shown, committed, final, strict=True))
+
+
 def run(
     name: str, engine: Engine, audio: np.ndarray, spoken: list[Spoken], options: StreamOptions
 ) -> Result:
@@ -112,24 +145,9 @@ def run(
         fed = time.monotonic() - t0
         stream.finish(120)
         cpu = time.process_time() - cpu0
-    # Snapshots of the session's text at each event: finals so far + the partial.
-    finals: dict[int, list[str]] = {}
-    partial: tuple[int, list[str], list[str]] | None = None
-    shown_s, committed_s, final_s = [], [], []
-    for t, e in events:
-        if e.type == "final":
-            finals[e.id] = words(e.text)
-            if partial is not None and partial[0] <= e.id:
-                partial = None
-        else:
-            partial = (e.id, words(e.text), words(e.stable))
-        base = [w for k in sorted(finals) for w in finals[k]]
-        final_s.append((t - t0, base))
-        shown_s.append((t - t0, base + (partial[1] if partial else [])))
-        committed_s.append((t - t0, base + (partial[2] if partial else [])))
     r = Result(name)
-    shown, committed, final = (match(spoken, s) for s in (shown_s, committed_s, final_s))
-    for s, a, b, c in zip(spoken, shown, committed, final, strict=True):
+    times = word_times(spoken, [(t - t0, e) for t, e in events])
+    for s, (a, b, c) in zip(spoken, times, strict=True):
         if a is not None:
             r.shown.append(a - s.end)
         if b is not None:
