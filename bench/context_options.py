@@ -97,7 +97,12 @@ def main() -> None:
     parser.add_argument("--set", choices=["tune", "heldout", "all"], default="tune")
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--replot", action="store_true", help="only draw --plot from OUT")
     args = parser.parse_args()
+    if args.replot:
+        kept = json.loads(args.out.read_text(encoding="utf-8"))
+        plot(kept["rows"], args.plot, f"{kept['set']} set, {kept['model']}")
+        return
 
     chosen = [r for r in continuous_speech.recordings() if args.set in ("all", r.set)]
     engine = Engine(ModelOptions(model=args.model))
@@ -156,14 +161,19 @@ def plot(rows: list[dict[str, object]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for row in rows:
+    for i, row in enumerate(rows):
         x, y = float(row["decode_mean_s"]), float(row["ratio"])  # type: ignore[arg-type]
         ax.scatter([x], [y], color="tab:blue" if row["context_words"] else "tab:grey")
         ax.annotate(
-            str(row["option"]), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points"
+            str(row["option"]),
+            (x, y),
+            fontsize=7,
+            xytext=(5, 10 * (i % 3) - 10),  # staggered: nearby points keep legible labels
+            textcoords="offset points",
         )
-    ax.axhline(1.15, color="tab:red", linestyle="--", linewidth=1)
-    ax.text(ax.get_xlim()[0], 1.16, "target: 1.15 x file", color="tab:red", fontsize=8)
+    ax.axhline(1.15, color="tab:red", linestyle="--", linewidth=1, label="target: 1.15 x file")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.margins(x=0.3, y=0.15)
     ax.set_xlabel("mean decode time of one utterance (s)")
     ax.set_ylabel("live WER / file WER")
     ax.set_title(f"Context and window options, {title}")
