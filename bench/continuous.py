@@ -357,7 +357,7 @@ def main() -> None:
         "load_average_after": load_after,
         "wall_seconds": time.time() - started,
         "recordings": [
-            {**asdict(r), "file": {k: v for k, v in asdict(offline[r.id]).items()}} for r in chosen
+            {**asdict(r), "reference": r.reference, "file": asdict(offline[r.id])} for r in chosen
         ],
         "pooled": [{"group": g, "partials": m, "path": p, **s} for _, g, m, p, s in pooled],
         "runs": [{**asdict(r), **summary([r], offline)} for r in lives],
