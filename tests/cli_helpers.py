@@ -8,7 +8,18 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-DATA = Path(__file__).parent / "data"
+from scripted_decoder import Heard
+
+TESTS = Path(__file__).parent
+DATA = TESTS / "data"
+
+
+def livewhisper_command(heard: Heard | None = None) -> list[str]:
+    """The command that runs the CLI; with *heard*, its decoder is scripted to answer
+    that (see `scripted_decoder`)."""
+    if heard is None:
+        return [sys.executable, "-m", "livewhisper"]
+    return [sys.executable, str(TESTS / "scripted_decoder.py"), heard.json()]
 
 
 def run_cli(
@@ -17,13 +28,14 @@ def run_cli(
     env: Mapping[str, str] | None = None,
     timeout: float = 300,
     cwd: str | os.PathLike[str] | None = None,
+    heard: Heard | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m livewhisper ARGS...`, text output; stdin is *input* or nothing."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("FORCE_COLOR", None)
     full_env.pop("NO_COLOR", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "livewhisper", *map(str, args)],
+        [*livewhisper_command(heard), *map(str, args)],
         input=input,
         capture_output=True,
         env=full_env,

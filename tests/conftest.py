@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +13,47 @@ import pytest
 from vmic import private_mic, virtual_mic  # noqa: F401  (fixtures)
 
 DATA = Path(__file__).parent / "data"
+
+#: CPU threads for every model the tests load, in this process and in the CLI they
+#: run (0, the default, lets CTranslate2 choose). Set it to check that no test
+#: depends on how many threads the model's kernels use.
+THREADS = "LIVEWHISPER_TEST_THREADS"
+
+#: What CTranslate2 reads to choose its kernels, shown in the report header.
+_CT2_SETTINGS = ("CT2_USE_MKL", "CT2_FORCE_CPU_ISA", THREADS)
+
+
+def model_threads() -> int:
+    value = os.environ.get(THREADS, "0")
+    if not value.isdigit():
+        raise pytest.UsageError(f"{THREADS}={value!r}: give a number of threads (0: any).")
+    return int(value)
+
+
+def pytest_report_header() -> str:
+    settings = [f"{k}={os.environ[k]}" for k in _CT2_SETTINGS if os.environ.get(k)]
+    return "model kernels: " + (", ".join(settings) or "CTranslate2's own choice")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cli_model_threads() -> Iterator[None]:
+    """The CLI commands the tests run take the same number of threads (click reads
+    ``--threads`` of ``file`` and ``listen`` from these variables)."""
+    threads = model_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        if threads:
+            for command in ("FILE", "LISTEN"):
+                mp.setenv(f"LIVEWHISPER_{command}_THREADS", str(threads))
+        yield
+
+
+@pytest.fixture(scope="session")
+def engine() -> Any:
+    """The embedded tiny.en, loaded once for every test that runs the model in process.
+    One thread at a time uses it: a test, or the scheduler a test starts."""
+    from livewhisper.engine import Engine, ModelOptions
+
+    return Engine(ModelOptions(threads=model_threads()))
 
 
 # --- encoded speech for the container and server tests ----------------------------

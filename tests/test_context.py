@@ -62,11 +62,6 @@ def test_options_are_checked() -> None:
         ContextOptions(reset_after=0)
 
 
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    return Engine()
-
-
 @pytest.mark.slow
 def test_context_in_another_language_is_not_given_to_the_model(engine: Engine) -> None:
     options = TranscribeOptions(initial_prompt="Dashwood.", context="dial one", language="en")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from cli_helpers import DATA, run_cli
-from livewhisper.metrics import word_error_rate
+from livewhisper.metrics import normalize, word_error_rate
+from scripted_decoder import CONFIDENT, INVENTED, cli_calls
 
 pytestmark = pytest.mark.slow
 
@@ -107,12 +108,13 @@ def test_every_format_has_its_structure_and_right_times(
     assert doc["segments"][-1]["end"] > duration - 3.0
 
 
-def test_word_timestamps_lie_inside_their_segments() -> None:
+def test_word_timestamps_lie_inside_their_segments(references: dict[str, str]) -> None:
     result = run_cli("file", JFK, "--format", "json", "--word-timestamps")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     words = [w for s in doc["segments"] for w in s["words"]]
-    assert [w["word"].strip(" ,.") for w in words][:5] == ["And", "so", "my", "fellow", "Americans"]
+    spoken = "".join(w["word"] for w in words)  # each word has its leading space
+    assert word_error_rate(references["jfk.flac"], spoken) <= MAX_WER, spoken
     for s in doc["segments"]:
         for w in s["words"]:
             assert s["start"] - 0.05 <= w["start"] <= w["end"] <= s["end"] + 0.05
@@ -165,11 +167,15 @@ def test_bad_inputs_each_get_one_line_and_the_rest_are_transcribed(
         by_file[e["file"]] = (by_file.get(e["file"], "") + " " + e["text"]).strip()
     assert word_error_rate(references["jfk.flac"], by_file[str(JFK)]) <= MAX_WER
     # What could be decoded of the truncated file is kept: its first utterances.
-    assert by_file[str(truncated)].lower().startswith("and mr. john dashwood")
+    kept = by_file[str(truncated)]
+    said = normalize(references[AUSTEN.name])[: len(normalize(kept))]  # as far as it got
+    assert said and word_error_rate(" ".join(said), kept) <= MAX_WER, kept
 
 
-@pytest.mark.parametrize("kind", ["silence", "white", "clatter"])
-def test_silence_and_noise_give_an_empty_transcript(tmp_path: Path, kind: str) -> None:
+def noise(kind: str, tmp_path: Path) -> Path:
+    """8 s of silence, white noise or clicks like typing; or the noise-only recording."""
+    if kind == "recording":
+        return DATA / "alsa_Noise_noise_only.flac"
     rng = np.random.default_rng(7)
     n = 16_000 * 8
     if kind == "silence":
@@ -180,17 +186,27 @@ def test_silence_and_noise_give_an_empty_transcript(tmp_path: Path, kind: str) -
         samples = np.zeros(n)
         for start in rng.integers(0, n - 400, 40):
             samples[start : start + 400] += rng.normal(0, 0.4, 400) * np.exp(-np.arange(400) / 60)
-    path = write_wav(tmp_path / f"{kind}.wav", samples)
+    return write_wav(tmp_path / f"{kind}.wav", samples)
+
+
+@pytest.mark.parametrize("kind", ["silence", "white", "clatter", "recording"])
+def test_silence_and_noise_give_an_empty_transcript(tmp_path: Path, kind: str) -> None:
+    # What the model makes of noise depends on the CPU's kernels: the decoder is
+    # scripted to answer Whisper's " you" of no speech, and the guards must drop it,
+    # with the VAD filter (whatever it lets through) and without.
+    path = noise(kind, tmp_path)
     for extra in ([], ["--no-vad-filter"]):
-        result = run_cli("file", path, "--format", "json", *extra)
+        result = run_cli("file", path, "--format", "json", *extra, heard=INVENTED)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["segments"] == [], (extra, result.stdout)
+    assert cli_calls(result.stderr) > 0  # without the filter, the decoder was asked
 
 
-def test_noise_only_recording_gives_an_empty_transcript() -> None:
-    result = run_cli("file", DATA / "alsa_Noise_noise_only.flac")
+def test_what_the_decoder_is_sure_of_is_kept(tmp_path: Path) -> None:
+    # The other side of the guards: the same noise, heard as confident speech.
+    result = run_cli("file", noise("white", tmp_path), "--no-vad-filter", heard=CONFIDENT)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == ""
+    assert result.stdout == "Thank you.\n"
 
 
 def test_unwritable_output_fails_before_transcribing(tmp_path: Path) -> None:

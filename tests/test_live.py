@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from livewhisper.scheduler import Scheduler
 from livewhisper.transcript import Segment, TextEvent, Word
 from livewhisper.vad import SegmenterOptions
 from livewhisper.view import LiveView
+from scripted_decoder import CONFIDENT, INVENTED, ScriptedDecoder
 
 
 class EchoEngine:
@@ -129,37 +131,63 @@ def test_streams_share_one_scheduler(scheduler: Scheduler) -> None:
     assert got["a"] == got["b"] and len(got["a"]) == 2
 
 
-class SlowEngine(EchoEngine):
-    """EchoEngine that takes *seconds* per pass."""
+class HeldEngine(EchoEngine):
+    """EchoEngine whose passes wait until the test sets `go`, then take *seconds*."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float = 0.0) -> None:
         self.seconds = seconds
+        self.go = threading.Event()
+        self.started = threading.Event()
 
     def transcribe(
         self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
     ) -> Transcription:
+        self.started.set()
+        assert self.go.wait(30), "the test never let the engine go"
         time.sleep(self.seconds)
         return super().transcribe(audio, options, offset=offset)
 
 
 def test_behind_counts_waiting_finals_not_the_length_of_speech() -> None:
     # A long utterance whose final takes its usual time is not "behind"...
-    with Scheduler(SlowEngine(0.3)) as scheduler:
+    engine = HeldEngine(seconds=1.0)
+    engine.go.set()
+    with Scheduler(engine) as scheduler, letting_go(engine):
         stream = LiveStream(scheduler, OPTIONS, detector=loud)
         stream.feed(beeps((0.5, 1.0), (0.5, 0.0)))
-        assert scheduler.wait_idle(stream.key, 5) and len(stream.latencies) == 1
+        assert scheduler.wait_idle(stream.key, 10) and len(stream.latencies) == 1
+        engine.go.clear()  # the next final waits until the status is read
         stream.feed(beeps((0.0, 12.0), (0.5, 0.0)))
-        assert stream.status().state == "transcribing"
-        assert stream.status().behind < 0.5
+        status = stream.status()
+        assert status.state == "transcribing"
+        # It has waited less than the usual 1 s (unless this thread stalled for 1.5 s),
+        # while 12 s of speech went without text.
+        assert status.behind < 0.5
+        engine.go.set()
         assert stream.finish(timeout=10)
     # ...while utterances queueing up behind a slow engine are.
-    with Scheduler(SlowEngine(1.0)) as scheduler:
+    engine = HeldEngine()
+    with Scheduler(engine) as scheduler, letting_go(engine):
         stream = LiveStream(scheduler, OPTIONS, detector=loud)
         stream.feed(beeps((0.5, 0.5), (0.5, 0.5), (0.5, 0.5), (0.5, 0.5), (0.5, 0.0)))
-        time.sleep(2.5)
+        assert engine.started.wait(10)
+        # No final can come while the engine is held: after 1.2 s the first closed
+        # utterance has waited at least that long, however slow this machine is.
+        threading.Event().wait(1.2)
         assert stream.status().behind > 1.0
+        engine.go.set()
         assert stream.finish(timeout=10)
         assert stream.status().behind == 0.0
+
+
+@contextlib.contextmanager
+def letting_go(engine: HeldEngine) -> Iterator[None]:
+    """Let the engine go when the block ends, so that a failed test does not leave
+    the scheduler waiting for it."""
+    try:
+        yield
+    finally:
+        engine.go.set()
 
 
 class ListSource:
@@ -231,17 +259,23 @@ def speech_like(words: int) -> np.ndarray:
     return audio
 
 
-def feed_in_real_time(
-    stream: LiveStream, audio: np.ndarray, step: float = 0.1, speed: float = 10.0
-) -> None:
-    """Blocks of *step* seconds, *speed* times faster than real time (the scripted
-    engine is instant; the real model gets speed 1)."""
-    pause = threading.Event()
+def feed_in_step(stream: LiveStream, audio: np.ndarray, step: float = 0.1) -> None:
+    """Blocks of *step* seconds, each once the engine has done all that the last one
+    asked for: a live stream on a machine that keeps up, however slow or loaded the
+    machine running the test is."""
     n = int(step * 16000)
-    started = time.monotonic()
     for i in range(0, len(audio), n):
         stream.feed(audio[i : i + n])
-        pause.wait(max(0.0, started + (i + n) / 16000 / speed - time.monotonic()))
+        caught_up(stream)
+
+
+def caught_up(stream: LiveStream, timeout: float = 60.0) -> None:
+    """Wait until no job of *stream* is queued or running (their callbacks done)."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while (backlog := stream.scheduler.backlog(stream.key)).finals or backlog.partials:
+        assert time.monotonic() < deadline, f"the engine did not catch up: {backlog}"
+        pause.wait(0.002)
 
 
 def check_partials(events: list[TextEvent]) -> None:
@@ -265,7 +299,7 @@ def test_partials_commit_agreed_words() -> None:
     options = StreamOptions(segmenter=SegmenterOptions(silence_ms=300), piece_seconds=30.0)
     with Scheduler(engine) as scheduler:
         stream = LiveStream(scheduler, options, events.append, detector=loud)
-        feed_in_real_time(stream, speech_like(8))
+        feed_in_step(stream, speech_like(8))
         assert stream.finish(timeout=10)
     partials = [e for e in events if e.type == "partial"]
     finals = [e for e in events if e.type == "final"]
@@ -289,7 +323,7 @@ def test_long_speech_is_finalised_in_pieces_without_losing_or_repeating_words() 
     )
     with Scheduler(engine) as scheduler:
         stream = LiveStream(scheduler, options, events.append, detector=loud)
-        feed_in_real_time(stream, speech_like(words))
+        feed_in_step(stream, speech_like(words))
         assert stream.finish(timeout=10)
     finals = [e for e in events if e.type == "final"]
     assert len(finals) >= 3, [e.text for e in finals]
@@ -321,7 +355,7 @@ def test_speculative_final_is_used_when_the_silence_lasts() -> None:
             return real(audio, *args, **kwargs)  # type: ignore[arg-type]
 
         engine.transcribe = counted  # type: ignore[method-assign]
-        feed_in_real_time(stream, speech_like(5))
+        feed_in_step(stream, speech_like(5))
         assert stream.finish(timeout=10)
     assert [e.text for e in events] == ["w0 w1 w2 w3 w4"]
     assert len(calls) == 1  # started at the pause, kept at the close
@@ -509,16 +543,11 @@ def test_the_final_replaces_what_partials_committed() -> None:
     options = StreamOptions(segmenter=SegmenterOptions(silence_ms=300), piece_seconds=30.0)
     with Scheduler(engine) as scheduler:
         stream = LiveStream(scheduler, options, events.append, detector=loud)
-        feed_in_real_time(stream, speech_like(8))
+        feed_in_step(stream, speech_like(8))
         assert stream.finish(timeout=10)
     assert any("wrong" in e.stable for e in events if e.type == "partial")
     finals = [e.text for e in events if e.type == "final"]
     assert finals == [" ".join(f"w{k}" for k in range(8))]
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    return Engine()
 
 
 @pytest.mark.slow
@@ -532,37 +561,54 @@ def test_real_speech_through_a_live_stream(
         for i in range(0, len(audio), 1600):
             stream.feed(audio[i : i + 1600])
         assert stream.finish(timeout=120)
-    text = " ".join(e.text for e in events).lower()
-    assert "fellow americans" in text and "for your country" in text
+    text = " ".join(e.text for e in events if e.type == "final")
+    assert wer(references["jfk.flac"], text) <= 0.2, text
     assert events[-1].end == pytest.approx(11.0, abs=0.4)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("what", ["noise", "silence", "hiss"])
-def test_real_model_invents_nothing(
-    engine: Engine, speech: Callable[[str], np.ndarray], what: str
+@pytest.mark.parametrize("what", ["noise", "hiss", "silence"])
+def test_live_stream_gives_no_text_where_the_guards_find_no_speech(
+    engine: Engine, speech: Callable[[str], np.ndarray], monkeypatch: pytest.MonkeyPatch, what: str
 ) -> None:
+    # What the model makes of noise depends on the CPU's kernels, so the decoder's
+    # answer is scripted: Whisper's tell-tale " you" of no speech.
     rng = np.random.default_rng(0)
     audio = {
         "noise": np.concatenate([speech("alsa_Noise_noise_only.flac")] * 2),
-        "silence": np.zeros(16000 * 3, np.float32),
         "hiss": rng.normal(0, 0.05, 16000 * 3).astype(np.float32),
+        "silence": np.zeros(16000 * 3, np.float32),
     }[what]
-    events: list[TextEvent] = []
-    with Scheduler(engine) as scheduler:
-        # VAD level 0 lets the noise through the first gate: the model's guards must hold.
-        stream = LiveStream(scheduler, StreamOptions(vad_level=0), events.append)
-        stream.feed(audio)
-        assert stream.finish(timeout=120)
-    assert events == []
+    decoder = ScriptedDecoder.install(engine, INVENTED, monkeypatch)
+
+    def listen() -> list[TextEvent]:
+        events: list[TextEvent] = []
+        with Scheduler(engine) as scheduler:
+            # VAD level 0 lets noise through the first gate: the model's guards must hold.
+            stream = LiveStream(scheduler, StreamOptions(vad_level=0), events.append)
+            stream.feed(audio)
+            assert stream.finish(timeout=120)
+        return events
+
+    assert listen() == []
+    if what == "silence":
+        assert decoder.calls == 0  # digital silence never reaches the model
+        return
+    assert decoder.calls > 0  # the noise did: the guards dropped what it "heard"
+    # The same audio, heard as confident speech, gives text: nothing else held it back.
+    decoder.heard = CONFIDENT
+    finals = [e.text for e in listen() if e.type == "final"]
+    assert finals and set(finals) == {"Thank you."}, finals
 
 
 @pytest.mark.slow
-def test_real_speech_at_real_time_partials_settle_and_long_speech_comes_in_pieces(
+def test_real_speech_partials_settle_and_long_speech_comes_in_pieces(
     engine: Engine, speech: Callable[[str], np.ndarray]
 ) -> None:
     # Read-aloud speech; a 3 s --silence-ms makes its pauses no ends, so only the
-    # piece cuts can finalise it before the end.
+    # piece cuts can finalise it before the end. It is fed as fast as the model
+    # keeps up, not in real time: how many passes a slow or busy machine manages in
+    # real time is a benchmark's question (bench/latency.py), not this test's.
     audio = np.concatenate(
         [np.zeros(8000, np.float32), speech("pocketsphinx_librivox_austen_5utt.flac")]
     )
@@ -571,7 +617,7 @@ def test_real_speech_at_real_time_partials_settle_and_long_speech_comes_in_piece
     options = StreamOptions(segmenter=SegmenterOptions(silence_ms=3000, max_utterance_s=30.0))
     with Scheduler(engine) as scheduler:
         stream = LiveStream(scheduler, options, events.append)
-        feed_in_real_time(stream, audio, step=0.05, speed=1.0)
+        feed_in_step(stream, audio, step=0.05)
         assert stream.finish(timeout=120)
     check_partials(events)
     finals = [e for e in events if e.type == "final"]

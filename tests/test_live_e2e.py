@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_helpers import livewhisper_command
 from livewhisper.metrics import word_error_rate as wer
+from scripted_decoder import CONFIDENT, INVENTED, Heard, cli_calls
 from vmic import VirtualMic
 
 DATA = Path(__file__).parent / "data"
@@ -29,11 +31,15 @@ class Listen:
     """``livewhisper -v listen ARGS`` running, its output collected line by line."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str] | None = None, stdin: bytes | None = None
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        stdin: bytes | None = None,
+        heard: Heard | None = None,
     ) -> None:
         env = {k: v for k, v in (env or os.environ).items() if k not in ("FORCE_COLOR", "NO_COLOR")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "livewhisper", "-v", "listen", *args],
+            [*livewhisper_command(heard), "-v", "listen", *args],
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -98,11 +104,20 @@ class Listen:
     def stdout(self) -> list[str]:
         return self.lines["stdout"]
 
+    def finals(self) -> list[dict[str, object]]:
+        """The final events of jsonl output so far."""
+        events = [json.loads(line) for line in list(self.stdout)]
+        return [e for e in events if e["type"] == "final"]
+
     def errors(self) -> list[str]:
         return [line for line in self.lines["stderr"] if "error:" in line.lower()]
 
     def report(self) -> str:
         return "\n".join(["--- stdout", *self.stdout, "--- stderr", *self.lines["stderr"]])
+
+
+def joined(events: list[dict[str, object]]) -> str:
+    return " ".join(str(e["text"]) for e in events)
 
 
 def pcm(samples: np.ndarray) -> bytes:
@@ -124,8 +139,10 @@ def test_microphone_jsonl_output_file_and_ctrl_c(
     run.wait_line("stderr", "Listening to pulse (ALSA, 44100 Hz)", 60)
     player = virtual_mic.play(DATA / "jfk.flac")
     assert player.wait(30) == 0
-    # The last words of the clip end the last utterance.
-    run.wait_for("stdout", lambda lines: "for your country" in " ".join(lines).lower(), 60)
+    # Wait until the clip's text is in (its last utterance, or most of it: Ctrl-C
+    # transcribes what is still open).
+    reference = references["jfk.flac"]
+    run.wait_for("stdout", lambda _: wer(reference, joined(run.finals())) < 0.25, 60)
     run.interrupt()
     assert run.finish(60) == 0, run.report()
 
@@ -139,8 +156,8 @@ def test_microphone_jsonl_output_file_and_ctrl_c(
     for p in partials:
         assert p["id"] in {e["id"] for e in events}
         assert p["text"].startswith(p["stable"])
-    text = " ".join(e["text"] for e in events)
-    assert wer(references["jfk.flac"], text) < 0.25, text
+    text = joined(events)
+    assert wer(reference, text) < 0.25, text
     assert [e["id"] for e in events] == sorted({e["id"] for e in events})
     for e in events:
         assert e["type"] == "final" and e["language"] == "en"
@@ -163,12 +180,16 @@ def test_microphone_jsonl_output_file_and_ctrl_c(
 
 @pytest.mark.mic
 def test_microphone_at_48k_ctrl_c_mid_utterance_keeps_it(
-    virtual_mic: VirtualMic, tmp_path: Path
+    virtual_mic: VirtualMic, tmp_path: Path, speech: Callable[[str], np.ndarray]
 ) -> None:
     # 3.5 s of the JFK clip, cut off mid-sentence: the utterance is still open when
     # the player ends, and a long --silence-ms keeps it open until Ctrl-C.
     clip = tmp_path / "cut.wav"
-    subprocess.run(["sox", str(DATA / "jfk.flac"), str(clip), "trim", "0", "3.5"], check=True)
+    with wave.open(str(clip), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm(speech("jfk.flac")[: int(3.5 * 16000)]))
     run = Listen(
         ["--device", "pulse", "--device-rate", "48000", "--silence-ms", "3000"],
         virtual_mic.environ(),
@@ -180,15 +201,17 @@ def test_microphone_at_48k_ctrl_c_mid_utterance_keeps_it(
     assert run.stdout == []  # nothing final yet: the utterance is open
     run.interrupt()
     assert run.finish(60) == 0, run.report()
-    text = " ".join(run.stdout).lower()
-    assert "fellow americans" in text, run.report()
+    # The clip's first 3.5 s are "And so, my fellow Americans" (and perhaps the start
+    # of "ask"): the open utterance was transcribed, not lost. Each of the five words
+    # is 20 %, and tiny.en hears them as "And so am I fellow Americans" (40 %).
+    assert wer("And so, my fellow Americans", " ".join(run.stdout)) <= 0.6, run.report()
     summary = [line for line in run.lines["stderr"] if line.startswith("Listened ")]
     assert len(summary) == 1 and "1 utterance" in summary[0], run.report()
 
 
 @pytest.mark.mic
 def test_device_vanishing_keeps_transcript_and_says_so(
-    private_mic: VirtualMic, tmp_path: Path
+    private_mic: VirtualMic, tmp_path: Path, references: dict[str, str]
 ) -> None:
     out = tmp_path / "kept.txt"
     run = Listen(["--device", "pulse", "-o", str(out)], private_mic.environ())
@@ -200,7 +223,7 @@ def test_device_vanishing_keeps_transcript_and_says_so(
     assert rc == 1, run.report()
     errors = run.errors()
     assert len(errors) == 1 and "stopped delivering audio" in errors[0], run.report()
-    assert "forward" in " ".join(run.stdout).lower()
+    assert wer(references["goforward.flac"], " ".join(run.stdout)) <= 0.5, run.report()
     assert out.read_text(encoding="utf-8").strip() == "\n".join(run.stdout).strip()
 
 
@@ -238,15 +261,16 @@ def test_input_file_plays_in_real_time(references: dict[str, str]) -> None:
     run = Listen(["--input", str(DATA / "goforward.flac")])
     assert run.finish(60) == 0, run.report()
     assert time.monotonic() - started >= 2.7  # paced like a microphone: 2.8 s of audio
-    assert "go forward" in " ".join(run.stdout).lower(), run.report()
+    assert wer(references["goforward.flac"], " ".join(run.stdout)) <= 0.5, run.report()
 
 
-def test_stdin_raw_pcm_resampled(speech: Callable[[str], np.ndarray]) -> None:
+def test_stdin_raw_pcm_resampled(
+    speech: Callable[[str], np.ndarray], references: dict[str, str]
+) -> None:
     import soxr
 
-    audio = soxr.resample(
-        speech("librivox_sense_and_sensibility_01_austen_64kb-0880.flac"), 16000, 44100
-    )
+    name = "librivox_sense_and_sensibility_01_austen_64kb-0880.flac"
+    audio = soxr.resample(speech(name), 16000, 44100)
     silence = np.zeros(44100, np.float32)
     run = Listen(
         ["--input", "-", "--rate", "44100", "--format", "jsonl"],
@@ -255,18 +279,18 @@ def test_stdin_raw_pcm_resampled(speech: Callable[[str], np.ndarray]) -> None:
     assert run.finish(60) == 0, run.report()
     events = [e for e in map(json.loads, run.stdout) if e["type"] == "final"]
     assert len(events) == 1, run.report()
-    assert "he was not an" in events[0]["text"].lower()
-    assert "young man" in events[0]["text"].lower()
+    # Eight words, each 12.5 %: tiny.en hears "ill disposed" as "old-sposed" (25 %).
+    assert wer(references[name], events[0]["text"]) <= 0.4, events[0]["text"]
     assert 0.5 < events[0]["start"] < 1.0 and 3.5 < events[0]["end"] < 4.5
 
 
 def test_stdin_odd_byte_count_is_an_error_after_the_text(
-    speech: Callable[[str], np.ndarray],
+    speech: Callable[[str], np.ndarray], references: dict[str, str]
 ) -> None:
     data = pcm(speech("goforward.flac")) + b"\x01"
     run = Listen(["--input", "-"], stdin=data)
     assert run.finish(60) == 1
-    assert "forward" in " ".join(run.stdout).lower(), run.report()
+    assert wer(references["goforward.flac"], " ".join(run.stdout)) <= 0.5, run.report()
     errors = run.errors()
     assert len(errors) == 1 and "odd number" in errors[0], run.report()
 
@@ -279,10 +303,20 @@ def test_noise_clicks_and_silence_give_no_text(speech: Callable[[str], np.ndarra
         clicks[start : start + 160] += rng.normal(0, 0.3, 160).astype(np.float32)
     hiss = rng.normal(0, 0.01, 16000 * 2).astype(np.float32)
     silence = np.zeros(16000 * 2, np.float32)
-    audio = np.concatenate([silence, noise, silence, clicks, hiss, noise, silence])
-    run = Listen(["--input", "-", "--vad-level", "0", "--format", "jsonl"], stdin=pcm(audio))
+    audio = pcm(np.concatenate([silence, noise, silence, clicks, hiss, noise, silence]))
+    args = ["--input", "-", "--vad-level", "0", "--format", "jsonl"]
+    # What the model makes of noise depends on the CPU's kernels: the decoder is
+    # scripted to answer Whisper's " you" of no speech. VAD level 0 lets the noise
+    # through to it, and the guards must drop every partial and final.
+    run = Listen(args, stdin=audio, heard=INVENTED)
     assert run.finish(120) == 0, run.report()
     assert run.stdout == [], run.report()
+    assert cli_calls("\n".join(run.lines["stderr"])) > 0, run.report()
+    # The same noise heard as confident speech does give text.
+    run = Listen(args, stdin=audio, heard=CONFIDENT)
+    assert run.finish(120) == 0, run.report()
+    finals = {e["text"] for e in run.finals()}
+    assert finals == {"Thank you."}, run.report()
 
 
 def test_unwritable_output_is_one_line() -> None:

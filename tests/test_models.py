@@ -14,6 +14,7 @@ import pytest
 from cli_helpers import DATA, run_cli
 from livewhisper import models
 from livewhisper.errors import ModelError
+from livewhisper.metrics import word_error_rate
 
 
 def test_default_model_is_the_embedded_tiny_en() -> None:
@@ -75,11 +76,12 @@ def test_hub_model_offline_fails_with_what_to_do(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_hub_download_attempt_reaches_the_network_and_fails_in_one_sentence(tmp_path: Path) -> None:
-    # This machine reaches no model hub, so this is the real download path failing as a
-    # user without a connection would see it, through the CLI.
+    # The real download path failing as a user without a connection would see it,
+    # through the CLI. The Hub's address is a local port where nothing listens, so
+    # a machine that can reach the real Hub does not download a model instead.
     result = run_cli(
         "file", DATA / "jfk.flac", "--model", "small",
-        env={"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "0"},
+        env={"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},
     )  # fmt: skip
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -160,7 +162,7 @@ def test_models_command_lists_embedded_models(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_file_command_works_without_portaudio() -> None:
+def test_file_command_works_without_portaudio(references: dict[str, str]) -> None:
     # Block the sounddevice import, as on a machine without libportaudio2, and
     # transcribe a file through the real CLI entry point.
     code = (
@@ -175,4 +177,4 @@ def test_file_command_works_without_portaudio() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "ask not what your country can do for you" in result.stdout
+    assert word_error_rate(references["jfk.flac"], result.stdout) <= 0.15, result.stdout

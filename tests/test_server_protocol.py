@@ -514,7 +514,9 @@ def test_busy_state_and_overload() -> None:
                 messages = await messages_until_closed(ws)
                 assert ws.close_code == 1013 and "busy" in (ws.close_reason or "")
                 kinds = [m.get("state") or m["type"] for m in messages]
-                assert kinds == ["partial", "busy", "final"]  # the open utterance is flushed
+                # The partial of the audio and the "busy" of the backlog come from two
+                # threads, in either order; the open utterance is flushed last.
+                assert sorted(kinds[:-1]) == ["busy", "partial"] and kinds[-1] == "final", kinds
             pressure.update(waiting=0, seconds=0.0)
             async with connect(ws_url(server)) as ws:
                 await ws.send(json.dumps({"type": "start"}))
@@ -567,11 +569,10 @@ def test_caption_viewer_follows_a_session_and_the_local_microphone() -> None:
 
 
 @pytest.fixture(scope="module")
-def scheduler() -> Any:
-    from livewhisper.engine import Engine, ModelOptions
+def scheduler(engine: Any) -> Any:
     from livewhisper.scheduler import Scheduler
 
-    with Scheduler(Engine(ModelOptions(model="tiny.en"))) as running_scheduler:
+    with Scheduler(engine) as running_scheduler:
         yield running_scheduler
 
 
@@ -645,11 +646,13 @@ def test_concurrent_sessions_each_get_their_own_transcript(
             for i in range(0, len(data), chunk):
                 await asyncio.sleep(2.8)  # MediaRecorder hands out what it recorded meanwhile
                 await ws.send(data[i : i + chunk])
-            deadline = asyncio.get_running_loop().time() + 60
-            while "country" not in text.split("you")[-1]:
-                left = deadline - asyncio.get_running_loop().time()
-                text += json.loads(await asyncio.wait_for(ws.recv(), max(0.1, left)))["text"]
-                text += " "
+            # It has no end of stream to wait for: read until the clip's text is in.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while wer(references["jfk.flac"], text) >= 0.2 and loop.time() < deadline:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    message = await asyncio.wait_for(ws.recv(), max(0.1, deadline - loop.time()))
+                    text += json.loads(message)["text"] + " "
         return text
 
     async def bad_clients(server: LiveServer) -> list[int]:
@@ -792,14 +795,11 @@ def test_listen_serve_captions_the_local_input_and_serves_browsers(
                 browser = " ".join(
                     m["text"] for m in await recv_until(ws, "stopped") if m["type"] == "final"
                 )
-            local = []
-            while "country" not in " ".join(local).split("you")[-1]:
-                event = await recv_json(captions)
-                assert event["session"] == "local"
-                if event["type"] == "final":  # partial text comes too, replaced by these
-                    local.append(event["text"])
-            await captions.close()
-            return browser, " ".join(local)
+            # The file ends, listen ends, and the caption feed closes: all of it came.
+            events = await messages_until_closed(captions)
+            assert {e["session"] for e in events} == {"local"}
+            # Partial text comes too, replaced by the finals.
+            return browser, " ".join(e["text"] for e in events if e["type"] == "final")
 
         browser, local = run(main())
         assert wer(references["goforward.flac"], browser) <= 0.3, browser
