@@ -293,14 +293,20 @@ def check_partials(events: list[TextEvent]) -> None:
         committed[e.id] = e.stable
 
 
-def test_partials_commit_agreed_words() -> None:
-    engine = ScriptEngine(words=8)
+def eight_words(engine: ScriptEngine) -> list[TextEvent]:
+    """The events of 8 scripted words spoken without a pause, partials on, no pieces."""
     events: list[TextEvent] = []
     options = StreamOptions(segmenter=SegmenterOptions(silence_ms=300), piece_seconds=30.0)
     with Scheduler(engine) as scheduler:
         stream = LiveStream(scheduler, options, events.append, detector=loud)
         feed_in_step(stream, speech_like(8))
         assert stream.finish(timeout=10)
+    return events
+
+
+def test_partials_commit_agreed_words() -> None:
+    engine = ScriptEngine(words=8)
+    events = eight_words(engine)
     partials = [e for e in events if e.type == "partial"]
     finals = [e for e in events if e.type == "final"]
     assert len(finals) == 1 and finals[0].text == " ".join(f"w{k}" for k in range(8))
@@ -538,13 +544,7 @@ class StubbornPartials(ScriptEngine):
 
 
 def test_the_final_replaces_what_partials_committed() -> None:
-    engine = StubbornPartials(words=8)
-    events: list[TextEvent] = []
-    options = StreamOptions(segmenter=SegmenterOptions(silence_ms=300), piece_seconds=30.0)
-    with Scheduler(engine) as scheduler:
-        stream = LiveStream(scheduler, options, events.append, detector=loud)
-        feed_in_step(stream, speech_like(8))
-        assert stream.finish(timeout=10)
+    events = eight_words(StubbornPartials(words=8))
     assert any("wrong" in e.stable for e in events if e.type == "partial")
     finals = [e.text for e in events if e.type == "final"]
     assert finals == [" ".join(f"w{k}" for k in range(8))]

@@ -296,14 +296,14 @@ class LiveStream:
     def _closed(self, event: UtteranceClosed) -> None:
         with self._lock:
             self._arrived[event.id] = time.monotonic()
-            agreement, self._agreement = self._agreement, Agreement()
             if event.forced:
                 # Cut at the length limit in mid-speech: the committed words spoken
-                # before the cut belong to this utterance, the others to the next.
-                n = sum(1 for w in agreement.committed if (w.start + w.end) / 2 < event.end)
-                piece = agreement.cut(n)
-                self._agreement, agreement = agreement, Agreement(committed=piece)
+                # after the cut stay committed in the next utterance's partials.
+                committed = self._agreement.committed
+                self._agreement.cut(sum(1 for w in committed if (w.start + w.end) / 2 < event.end))
                 self._agreement.tail = []
+            else:
+                self._agreement = Agreement()
             speculation = self._speculation.get(event.id)
             self._forget_open(event.id)
             job: Job
