@@ -22,6 +22,7 @@ from livewhisper.live import (
     StreamStatus,
     Summary,
     _quietest_gap,
+    ends_sentence,
     hypothesis,
     line_sink,
 )
@@ -365,6 +366,81 @@ def test_speculative_final_is_used_when_the_silence_lasts() -> None:
         assert stream.finish(timeout=10)
     assert [e.text for e in events] == ["w0 w1 w2 w3 w4"]
     assert len(calls) == 1  # started at the pause, kept at the close
+
+
+class SentenceEngine:
+    """Names each loud run of the audio by the stream second it starts at ("s1" for
+    one starting at 1.0 s); the text ends a sentence when the audio ends in quiet,
+    and with *ellipsis* it never does. Counts its decodes."""
+
+    def __init__(self, *, ellipsis: bool = False) -> None:
+        self.ellipsis = ellipsis
+        self.calls: list[tuple[float, float]] = []
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        end = offset + len(audio) / 16000
+        self.calls.append((offset, end))
+        frames = np.abs(audio[: len(audio) // 480 * 480].reshape(-1, 480)).max(axis=1) > 0.05
+        starts = [i for i, f in enumerate(frames) if f and (i == 0 or not frames[i - 1])]
+        if not starts:
+            return Transcription([], "en")
+        words = [f"s{round(offset + i * 0.03)}" for i in starts]
+        mark = "..." if self.ellipsis or frames[-3:].any() else "."
+        return Transcription([Segment(offset, end, " ".join(words) + mark)], "en")
+
+
+def sentences(
+    engine: SentenceEngine, pause: float, **options: object
+) -> list[tuple[float, TextEvent]]:
+    """Two 1 s sentences at 1 s and *pause* after the first, then 1.5 s of silence,
+    at default segmenter settings (an utterance ends after 0.5 s of silence): the
+    finals, each with the stream time it came at."""
+    got: list[tuple[float, TextEvent]] = []
+    opts = StreamOptions(partials=False, **options)  # type: ignore[arg-type]
+    with Scheduler(engine) as scheduler:
+        stream = LiveStream(
+            scheduler, opts, lambda e: got.append((stream.segmenter.time, e)), detector=loud
+        )
+        feed_in_step(stream, beeps((1.0, 1.0), (pause, 1.0), (1.5, 0.0)), step=0.03)
+        assert stream.finish(timeout=10)
+    return got
+
+
+def test_a_sentence_is_final_at_its_pause_even_when_speech_goes_on() -> None:
+    engine = SentenceEngine()
+    got = sentences(engine, 0.3)
+    assert [e.text for _, e in got] == ["s1.", "s2."]
+    (at, first), (_, second) = got
+    # Final 150 ms into the pause (its tail), long before the second sentence ends;
+    # the second utterance starts where the first ends.
+    assert first.end == pytest.approx(2.15, abs=0.04) and at < 2.4
+    assert second.start == pytest.approx(first.end, abs=0.04)
+    # ... and the second is final at its own pause, not 0.5 s into the silence.
+    assert got[1][0] < 3.3 + 0.5
+
+
+def test_a_pause_that_ends_no_sentence_keeps_one_utterance() -> None:
+    got = sentences(SentenceEngine(ellipsis=True), 0.3)
+    assert [e.text for _, e in got] == ["s1 s2..."]
+    # Without sentence ends, as before: one utterance for the two.
+    assert [e.text for _, e in sentences(SentenceEngine(), 0.3, sentence_ends=False)] == ["s1 s2."]
+
+
+def test_a_sentence_end_in_a_long_pause_needs_one_decode() -> None:
+    engine = SentenceEngine()
+    got = sentences(engine, 1.0)
+    assert [e.text for _, e in got] == ["s1.", "s3."]
+    assert len(engine.calls) == 2  # each decoded once, at its pause
+    assert got[0][0] < 2.0 + 0.5  # before the segmenter would have closed it
+
+
+def test_ends_sentence() -> None:
+    assert ends_sentence("Ask not.") and ends_sentence("Why?") and ends_sentence('"Stop!"')
+    assert not ends_sentence("and then...") and not ends_sentence("and then…")
+    assert not ends_sentence("I met Mr.") and not ends_sentence("")
+    assert not ends_sentence("one, two,")
 
 
 def test_line_sink_writes_partials_in_place_only_when_asked() -> None:

@@ -245,3 +245,17 @@ def test_split_hands_every_frame_to_exactly_one_utterance() -> None:
     last = rest[-1]
     assert isinstance(last, UtteranceClosed)
     assert frame_ids(last.audio) == list(range(10, 25))
+
+
+def test_split_with_only_silence_after_closes_as_silence_does() -> None:
+    frames, detect = scripted("___SSSSSS___SSSS______")
+    seg = Segmenter(detect, OPTS)
+    run(seg, frames[:11])  # two frames into the pause: not yet closed
+    assert seg.in_speech
+    (closed,) = seg.split(10 * 0.03)
+    assert isinstance(closed, UtteranceClosed) and not closed.forced
+    assert frame_ids(closed.audio) == list(range(0, 10)) and not seg.in_speech
+    # The frame after the cut is pre-roll of the next utterance, which starts anew.
+    started, after = run(seg, frames[11:])
+    assert isinstance(started, SpeechStarted) and isinstance(after, UtteranceClosed)
+    assert frame_ids(after.audio)[0] == 10

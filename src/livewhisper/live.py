@@ -97,6 +97,11 @@ class StreamOptions:
     #: Start the final when the silence begins (``tail_ms`` into it) instead of when
     #: the utterance closes; kept if no speech follows.
     speculate: bool = True
+    #: A final started at a pause whose text ends a sentence is kept at once, and the
+    #: utterance ends there, whether the silence lasts or speech resumes: a sentence
+    #: followed by a pause shorter than ``silence_ms`` is final without waiting for
+    #: the next one. Needs `speculate`.
+    sentence_ends: bool = True
     #: What of the stream's earlier finals each decode is given as previous text.
     context: ContextOptions = field(default_factory=ContextOptions)
 
@@ -155,7 +160,13 @@ class _Speculation:
     job: Job
     samples: int
     closed: bool = False  # the utterance closed with exactly this audio
+    resumed: bool = False  # speech went on after the pause it was started at
     result: JobResult | None = None
+
+    @property
+    def end(self) -> float:
+        """Stream time its audio ends at."""
+        return self.job.offset + self.samples / SAMPLE_RATE
 
 
 class LiveStream:
@@ -214,6 +225,8 @@ class LiveStream:
         self._last_partial: tuple[str, str] | None = None
         self._changed = False  # committed words changed since the last cut check
         self._speculation: dict[int, _Speculation] = {}
+        # A speculative final that ended a sentence, for the audio thread to cut at.
+        self._sentence_end: _Speculation | None = None
         self._language: str | None = None  # the last one heard, for pieces
 
     @property
@@ -252,15 +265,21 @@ class LiveStream:
 
     def _frame(self, frame: np.ndarray) -> None:
         self._levels.append(level_db(frame))
+        self._end_sentence()
         self._handle(self.segmenter.feed(frame))
         if not self.segmenter.in_speech:
             return
         self._last_heard = self.segmenter.time
         if self.options.speculate and self.segmenter.quiet_for == 0.0:
             with self._lock:
-                # Speech resumed: a final started at the pause will not be the final.
-                if self._open_id is not None:
-                    self._speculation.pop(self._open_id, None)
+                # Speech resumed: a final started at the pause will not be the final
+                # of the whole utterance, but it may still end a sentence.
+                speculation = self._speculation.get(self._open_id)  # type: ignore[arg-type]
+                if speculation is not None and not speculation.resumed:
+                    if self.options.sentence_ends and speculation.result is None:
+                        speculation.resumed = True
+                    else:
+                        del self._speculation[speculation.job.utterance]
         if self.options.partials:
             self._maybe_cut()
             self._maybe_partial()
@@ -375,6 +394,19 @@ class LiveStream:
             if speculation is None or speculation.job is not result.job:
                 return
             speculation.result = result
+            if (
+                not speculation.closed
+                and self.options.sentence_ends
+                and self._open_id == uid
+                and result.transcription is not None
+                and ends_sentence(result.transcription.text)
+            ):
+                # The audio thread cuts the utterance there with its next frame.
+                self._sentence_end = speculation
+                return
+            if speculation.resumed:
+                del self._speculation[uid]
+                return
             if not speculation.closed:
                 # Not final yet, but a hypothesis of the whole utterance so far.
                 if self.options.partials and self._open_id == uid and result.transcription:
@@ -399,7 +431,8 @@ class LiveStream:
             running = self._partial_job
             if running is not None and running.started is not None:
                 return  # one pass in flight per stream
-            if self._open_id in self._speculation:
+            speculation = self._speculation.get(self._open_id)
+            if speculation is not None and not speculation.resumed:
                 return  # a final of the same audio is on its way
         opened = self.segmenter.open_utterance()
         if opened is None:
@@ -461,6 +494,35 @@ class LiveStream:
             stable=stable,
         )
         self._send(event)
+
+    def _end_sentence(self) -> None:
+        """On the audio thread: end the open utterance where a speculative final
+        that ends a sentence was started, and make that final."""
+        if self._sentence_end is None:
+            return
+        with self._lock:
+            speculation, self._sentence_end = self._sentence_end, None
+            if speculation is None or self._speculation.get(self._open_id) is not speculation:  # type: ignore[arg-type]
+                return  # the utterance closed or was cut since
+            uid = speculation.job.utterance
+        events = self.segmenter.split(speculation.end)
+        closed = next((e for e in events if isinstance(e, UtteranceClosed)), None)
+        if closed is None or closed.id != uid or len(closed.audio) != speculation.samples:
+            # Not the audio it decoded (cannot happen while the ids agree): let the
+            # utterance run its course.
+            self._handle(events)
+            return
+        with self._lock:
+            del self._speculation[uid]
+            committed = self._agreement.committed
+            # Words committed after the cut stay committed in the next utterance.
+            self._agreement.cut(sum(1 for w in committed if (w.start + w.end) / 2 < closed.end))
+            self._agreement.tail = []
+            self._forget_open(uid)
+        assert speculation.result is not None
+        log.info("utterance %d: a sentence ends at %.2f s", uid, closed.end)
+        self._done(speculation.result)
+        self._handle([e for e in events if e is not closed])
 
     def _maybe_cut(self) -> None:
         """Finalise a piece of a long utterance: its committed words up to the
@@ -617,8 +679,25 @@ def _quietest_gap(
     return None if best is None else (best[1], best[2])
 
 
+#: Words after which a full stop does not end a sentence.
+_TITLES = frozenset({"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "mt."})
+
+
 def _ends_sentence(word: str) -> bool:
     return word.rstrip("\"')»”’").endswith((".", "?", "!", "。", "？", "！"))
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether *text* ends a sentence: a full stop, question or exclamation mark at
+    its end, not an ellipsis (Whisper's mark for speech that goes on) and not the
+    stop of a title such as "Mr."."""
+    words = text.split()
+    if not words:
+        return False
+    last = words[-1].rstrip("\"')»”’")
+    if last.endswith(("..", "…")) or last.lower() in _TITLES:
+        return False
+    return _ends_sentence(last)
 
 
 # --------------------------------------------------------------------------- sinks

@@ -162,12 +162,16 @@ class Segmenter:
         """Close the open utterance at stream time *at* (to the nearest frame) and go on
         with the rest as the next utterance, as a cut at the length limit does: every
         sample lands in exactly one of the two. For a long monologue, cut between
-        words. No events if *at* is not inside the open utterance."""
+        words, or at a pause after a sentence. If no frame after *at* is speech, the
+        utterance closes as silence closes it, and what follows is the pre-roll of
+        the next one. No events if *at* is not inside the open utterance."""
         if self._open is None:
             return []
         keep = round(at / FRAME_SECONDS) - self._first
-        if not 0 < keep < len(self._open):
+        if not 0 < keep <= len(self._open):
             return []
+        if not any(self._voiced[keep:]):
+            return self._close(keep, forced=False)
         return self._close(keep, forced=True)
 
     def flush(self) -> list[Event]:
