@@ -30,17 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import continuous_speech  # noqa: E402
-from livewhisper import engine as engine_module  # noqa: E402
-from livewhisper.audiofile import read_all  # noqa: E402
-from livewhisper.context import Context, ContextOptions  # noqa: E402
-from livewhisper.engine import Engine, ModelOptions, TranscribeOptions  # noqa: E402
-from livewhisper.metrics import corpus_wer  # noqa: E402
-from livewhisper.vad import (  # noqa: E402
+from livewhisper.audio.files import read_all  # noqa: E402
+from livewhisper.engine import local as engine_module  # noqa: E402
+from livewhisper.engine.local import Engine, ModelOptions, TranscribeOptions  # noqa: E402
+from livewhisper.live.context import Context, ContextOptions  # noqa: E402
+from livewhisper.live.segmenter import (  # noqa: E402
     FRAME_SAMPLES,
     Segmenter,
     UtteranceClosed,
     webrtc_detector,
 )
+from livewhisper.metrics import corpus_wer  # noqa: E402
 
 #: (label, context words, fitted window padding in seconds)
 OPTIONS = [

@@ -59,8 +59,8 @@ from continuous_speech import DEFAULT_OUT, Recording, recordings
 from corpus import DEFAULT_OUT as DEFAULT_CORPUS
 from corpus import DEFAULT_SHARED, SourceError
 from latency import Heard, VirtualMic, final_delays, missing, offline_text, run_listen
-from livewhisper.audiofile import read_all
-from livewhisper.engine import Engine, ModelOptions
+from livewhisper.audio.files import read_all
+from livewhisper.engine.local import Engine, ModelOptions
 from livewhisper.metrics import edit_distance, normalize
 from livewhisper.transcript import TextEvent
 from partials import Spoken, offline_words, word_times

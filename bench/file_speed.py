@@ -130,7 +130,7 @@ def compare(
 
 
 def audio_seconds(path: Path) -> float:
-    from livewhisper.audiofile import read_all
+    from livewhisper.audio.files import read_all
 
     return len(read_all(path)) / 16_000
 
@@ -146,8 +146,8 @@ def inprocess_worker(model: str, threads: int, repeats: int, paths: list[str]) -
     """One process, one loaded model: the engine path against WhisperModel.transcribe."""
     from faster_whisper import decode_audio
 
-    from livewhisper.audiofile import open_audio, read_all
-    from livewhisper.engine import Engine, ModelOptions, TranscribeOptions
+    from livewhisper.audio.files import open_audio, read_all
+    from livewhisper.engine.local import Engine, ModelOptions, TranscribeOptions
 
     def timed(fn: Any) -> tuple[float, float, Any]:
         w, c = time.perf_counter(), time.process_time()
@@ -200,7 +200,7 @@ def inprocess_worker(model: str, threads: int, repeats: int, paths: list[str]) -
 def bench_model(
     model: str, paths: list[Path], durations: dict[Path, float], repeats: int, threads: int
 ) -> dict[str, Any]:
-    from livewhisper.models import locate
+    from livewhisper.engine.models import locate
 
     model_dir = str(locate(model, download=False).path)
     lw_cmd = [sys.executable, "-m", "livewhisper", "file"]

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 sys.path.insert(0, str(ROOT / "tests"))
 
-from livewhisper.audiofile import read_all  # noqa: E402
+from livewhisper.audio.files import read_all  # noqa: E402
 from livewhisper.metrics import word_error_rate as wer  # noqa: E402
 from vmic import VirtualMic, missing  # noqa: E402
 

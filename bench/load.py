@@ -89,7 +89,7 @@ CORPUS_REFS: dict[str, str] = {}
 
 def corpus_clips(corpus: Path, count: int, seed: int) -> dict[str, np.ndarray]:
     """*count* English items of 2 to 8 s from a corpus built by bench/corpus.py."""
-    from livewhisper.audiofile import read_all
+    from livewhisper.audio.files import read_all
 
     items = json.loads((corpus / "manifest.json").read_text(encoding="utf-8"))["items"]
     fit = [i for i in items if i["language"] == "en" and 2.0 <= i["duration"] <= 8.0]
@@ -262,11 +262,11 @@ def _percent(x: float) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> list[RunResult]:
-    from livewhisper.audiofile import read_all
-    from livewhisper.engine import Engine, ModelOptions, TranscribeOptions
-    from livewhisper.live import StreamOptions
-    from livewhisper.scheduler import Scheduler
-    from livewhisper.server import ServerOptions, ServerThread, live_streams
+    from livewhisper.audio.files import read_all
+    from livewhisper.engine.local import Engine, ModelOptions, TranscribeOptions
+    from livewhisper.engine.scheduler import Scheduler
+    from livewhisper.live.stream import StreamOptions
+    from livewhisper.serve.server import ServerOptions, ServerThread, live_streams
 
     if args.corpus is not None:
         clips = corpus_clips(args.corpus, 8, args.seed)

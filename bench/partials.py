@@ -26,14 +26,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
-from livewhisper.audiofile import read_all  # noqa: E402
-from livewhisper.engine import Engine, ModelOptions, TranscribeOptions  # noqa: E402
-from livewhisper.live import LiveStream, StreamOptions  # noqa: E402
+from livewhisper.audio.files import read_all  # noqa: E402
+from livewhisper.engine.local import Engine, ModelOptions, TranscribeOptions  # noqa: E402
+from livewhisper.engine.scheduler import Scheduler  # noqa: E402
+from livewhisper.live.segmenter import SegmenterOptions  # noqa: E402
+from livewhisper.live.stream import LiveStream, StreamOptions  # noqa: E402
 from livewhisper.metrics import normalize as words  # noqa: E402
 from livewhisper.metrics import word_error_rate as wer  # noqa: E402
-from livewhisper.scheduler import Scheduler  # noqa: E402
 from livewhisper.transcript import TextEvent  # noqa: E402
-from livewhisper.vad import SegmenterOptions  # noqa: E402
 
 RATE = 16_000
 BLOCK = 0.05  # seconds per block, as the microphone delivers them

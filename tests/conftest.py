@@ -51,7 +51,7 @@ def _cli_model_threads() -> Iterator[None]:
 def engine() -> Any:
     """The embedded tiny.en, loaded once for every test that runs the model in process.
     One thread at a time uses it: a test, or the scheduler a test starts."""
-    from livewhisper.engine import Engine, ModelOptions
+    from livewhisper.engine.local import Engine, ModelOptions
 
     return Engine(ModelOptions(threads=model_threads()))
 
@@ -61,7 +61,7 @@ def engine() -> Any:
 
 def encode_audio(samples: np.ndarray, fmt: str) -> bytes:
     """16 kHz float32 *samples* as a WebM/Opus, Ogg/Opus or WAV byte stream, like a browser's."""
-    from livewhisper.containers import encode
+    from livewhisper.audio.containers import encode
 
     return encode(samples, fmt)  # type: ignore[arg-type]
 
@@ -69,7 +69,7 @@ def encode_audio(samples: np.ndarray, fmt: str) -> bytes:
 @pytest.fixture(scope="session")
 def speech() -> Callable[[str], np.ndarray]:
     """Decoded 16 kHz float32 samples of a file in tests/data, cached."""
-    from livewhisper.audiofile import read_all
+    from livewhisper.audio.files import read_all
 
     cache: dict[str, np.ndarray] = {}
 

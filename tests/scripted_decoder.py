@@ -97,7 +97,7 @@ def _run_cli(heard: Heard, args: list[str]) -> None:
         print(f"scripted decoder: {sum(d.calls for d in decoders)} calls", file=sys.stderr)
 
     atexit.register(report)
-    from livewhisper.cli import main
+    from livewhisper.cli.app import main
 
     main(args, prog_name="livewhisper")
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from livewhisper.metrics import word_error_rate as wer
-from livewhisper.server import ServerOptions, ServerThread, live_streams
+from livewhisper.serve.server import ServerOptions, ServerThread, live_streams
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -42,7 +42,7 @@ MOST_OF_JFK = 19
 
 @pytest.fixture(scope="module")
 def server(engine: Any) -> Iterator[ServerThread]:
-    from livewhisper.scheduler import Scheduler
+    from livewhisper.engine.scheduler import Scheduler
 
     with Scheduler(engine) as scheduler:
         make, backlog = live_streams(scheduler)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from livewhisper.containers import ContainerError, StreamDecoder, sniff
+from livewhisper.audio.containers import ContainerError, StreamDecoder, sniff
 
 
 def chunks(data: bytes, size: int) -> list[bytes]:

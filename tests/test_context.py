@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from livewhisper.context import Context, ContextOptions
-from livewhisper.engine import SAMPLE_RATE, Engine, TranscribeOptions
+from livewhisper.engine.local import SAMPLE_RATE, Engine, TranscribeOptions
+from livewhisper.live.context import Context, ContextOptions
 
 
 def test_the_newest_words_are_carried_up_to_the_limit() -> None:
@@ -82,8 +82,8 @@ def test_real_speech_a_menu_read_on_is_understood_only_with_what_came_before(
     # don't call menu." Decoded alone, the second utterance's first words are
     # ambiguous ("dial forward"); decoded with the text of the first as the live
     # stream carries it, the menu goes on with its next number.
-    from livewhisper.live import LiveStream, StreamOptions
-    from livewhisper.scheduler import Scheduler
+    from livewhisper.engine.scheduler import Scheduler
+    from livewhisper.live.stream import LiveStream, StreamOptions
 
     audio = speech("asterisk_en_60s.flac")[int(56.5 * SAMPLE_RATE) :]
     events = []
@@ -99,7 +99,7 @@ def test_real_speech_a_menu_read_on_is_understood_only_with_what_came_before(
 
 
 def test_a_run_of_words_said_twice_is_a_loop() -> None:
-    from livewhisper.context import repeats_itself
+    from livewhisper.live.context import repeats_itself
 
     assert repeats_itself("Press 2 to call the person. Press 2 to call the person.")
     assert repeats_itself("and then we went home and then we went home")
@@ -111,7 +111,7 @@ def test_a_run_of_words_said_twice_is_a_loop() -> None:
 def test_a_decode_that_repeats_itself_with_context_is_decoded_without(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from livewhisper.engine import Transcription
+    from livewhisper.engine.local import Transcription
     from livewhisper.transcript import Segment
 
     engine = Engine.__new__(Engine)  # the retry rule only: no model needed

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from livewhisper.engine import (
+from livewhisper.engine.local import (
     SAMPLE_RATE,
     Engine,
     FileInfo,

@@ -12,26 +12,25 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from livewhisper.context import ContextOptions
-from livewhisper.engine import Engine, TranscribeOptions, Transcription
+from livewhisper.cli.view import LiveView
+from livewhisper.engine.local import Engine, TranscribeOptions, Transcription
+from livewhisper.engine.scheduler import Scheduler
 from livewhisper.errors import OutputError
-from livewhisper.live import (
+from livewhisper.live.agreement import HypWord
+from livewhisper.live.context import ContextOptions
+from livewhisper.live.segmenter import SegmenterOptions
+from livewhisper.live.session import Session, Summary
+from livewhisper.live.sinks import line_sink
+from livewhisper.live.stream import (
     LiveStream,
-    Session,
     StreamOptions,
     StreamStatus,
-    Summary,
     _quietest_gap,
     ends_sentence,
     hypothesis,
-    line_sink,
 )
 from livewhisper.metrics import word_error_rate as wer
-from livewhisper.partials import HypWord
-from livewhisper.scheduler import Scheduler
 from livewhisper.transcript import Segment, TextEvent, Word
-from livewhisper.vad import SegmenterOptions
-from livewhisper.view import LiveView
 from scripted_decoder import CONFIDENT, INVENTED, ScriptedDecoder
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import DATA, run_cli
-from livewhisper import models
+from livewhisper.engine import models
 from livewhisper.errors import ModelError
 from livewhisper.metrics import word_error_rate
 
@@ -50,7 +50,7 @@ def locate_elsewhere(name: str, env: dict[str, str], download: bool = True) -> s
     """`models.locate(name)` in a fresh interpreter with *env*: the Hub client reads its
     cache and offline settings once, at import."""
     code = (
-        "from livewhisper import models\n"
+        "from livewhisper.engine import models\n"
         "try:\n"
         f"    loc = models.locate({name!r}, download={download!r})\n"
         "    print('OK', loc.origin, loc.path)\n"
@@ -172,7 +172,7 @@ def test_file_command_works_without_portaudio(references: dict[str, str]) -> Non
         "        if name == 'sounddevice':\n"
         "            raise ImportError('PortAudio library not found')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from livewhisper.cli import main\n"
+        "from livewhisper.cli.options import main\n"
         f"main(['file', {str(DATA / 'jfk.flac')!r}])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from livewhisper.partials import Agreement, HypWord, align_after, key
+from livewhisper.live.agreement import Agreement, HypWord, align_after, key
 
 
 def hyp(text: str) -> list[HypWord]:

@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from livewhisper.engine import TranscribeOptions, Transcription
-from livewhisper.scheduler import Job, JobResult, Scheduler
+from livewhisper.engine.local import TranscribeOptions, Transcription
+from livewhisper.engine.scheduler import Job, JobResult, Scheduler
 from livewhisper.transcript import Segment
 
 OPTS = TranscribeOptions().for_utterance()

@@ -24,9 +24,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
-from livewhisper.containers import encode
+from livewhisper.audio.containers import encode
 from livewhisper.metrics import word_error_rate as wer
-from livewhisper.server import LiveServer, ServerOptions, StreamRequest, running
+from livewhisper.serve.server import LiveServer, ServerOptions, StreamRequest, running
 from livewhisper.transcript import TextEvent
 
 T = TypeVar("T")
@@ -570,14 +570,14 @@ def test_caption_viewer_follows_a_session_and_the_local_microphone() -> None:
 
 @pytest.fixture(scope="module")
 def scheduler(engine: Any) -> Any:
-    from livewhisper.scheduler import Scheduler
+    from livewhisper.engine.scheduler import Scheduler
 
     with Scheduler(engine) as running_scheduler:
         yield running_scheduler
 
 
 def real_server(scheduler: Any, **kw: Any) -> Any:
-    from livewhisper.server import live_streams
+    from livewhisper.serve.server import live_streams
 
     make, backlog = live_streams(scheduler)
     return running(ServerOptions(port=0, **kw), make, backlog=backlog)
@@ -690,7 +690,7 @@ def test_concurrent_sessions_each_get_their_own_transcript(
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_self_signed_tls_serves_wss_and_https(tmp_path: Path) -> None:
-    from livewhisper import tls
+    from livewhisper.serve import tls
 
     cert = tls.self_signed(["localhost", "127.0.0.1"], tmp_path)
     again = tls.self_signed(["localhost", "127.0.0.1"], tmp_path)
@@ -719,7 +719,7 @@ def test_serve_options_make_server_options() -> None:
     import click
     from click.testing import CliRunner
 
-    from livewhisper.cli_serve import ServeSettings, prepare, serve_options
+    from livewhisper.cli.serve import ServeSettings, prepare, serve_options
 
     seen: list[ServeSettings | None] = []
 

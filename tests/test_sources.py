@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from livewhisper import sources
+from livewhisper.audio import sources
+from livewhisper.audio.sources import FileSource, InputDevice, Microphone, Resampler, StdinSource
 from livewhisper.errors import AudioError, DeviceError
-from livewhisper.sources import FileSource, InputDevice, Microphone, Resampler, StdinSource
 
 DATA = Path(__file__).parent / "data"
 

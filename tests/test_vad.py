@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from livewhisper.vad import (
+from livewhisper.live.segmenter import (
     FRAME_SAMPLES,
     Segmenter,
     SegmenterOptions,

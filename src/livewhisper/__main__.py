@@ -1,3 +1,3 @@
-from livewhisper.cli import main
+from livewhisper.cli.app import main
 
 main(prog_name="livewhisper")

@@ -1,10 +1,8 @@
-"""The `livewhisper` command line: a thin layer over the Python API."""
+"""``livewhisper file``: transcripts of audio and video files."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import logging
 import os
 import sys
 import tempfile
@@ -12,173 +10,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 import click
-from rich.console import Console
 
-from livewhisper import __version__, models
+from livewhisper.cli.options import (
+    CliError,
+    build_model_options,
+    decode_options,
+    fail,
+    load_engine,
+    model_options,
+    stderr_console,
+)
 from livewhisper.errors import LivewhisperError, OutputError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-MODEL_HELP = (
-    "Model: a size name (tiny.en, base, small, medium, large-v3, turbo, distil-...), "
-    "a Hugging Face repo id, or a CTranslate2 model directory. tiny.en and base "
-    "are embedded and work offline."
-)
-
-
-def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
-def fail(message: str) -> None:
-    """Print a one-line error for the user on stderr."""
-    click.echo(f"livewhisper: error: {message}", err=True)
-
-
-class CliError(click.ClickException):
-    """An error that ends the command: one line on stderr, exit code 1."""
-
-    def show(self, file: Any = None) -> None:
-        fail(self.format_message())
-
-
-def stack_options(func: F, options: list[Callable[[Any], Any]]) -> F:
-    """Apply click option decorators in the order they are listed (the first on top)."""
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def model_options(func: F, *, device_flags: tuple[str, ...] = ("--device", "--model-device")) -> F:
-    """The options that choose and place the model, shared by every command that loads one.
-
-    Where ``--device`` means the audio device (``listen``), pass
-    ``device_flags=("--model-device",)``.
-    """
-    options = [
-        click.option(
-            "--model", "-m", default=models.DEFAULT_MODEL, show_default=True, help=MODEL_HELP
-        ),
-        click.option(
-            *device_flags,
-            "model_device",
-            type=click.Choice(["auto", "cpu", "cuda"]),
-            default="auto",
-            show_default=True,
-            help="Where the model runs.",
-        ),
-        click.option(
-            "--compute-type",
-            default="default",
-            show_default=True,
-            help="CTranslate2 compute type: int8, int8_float16, float16, float32... "
-            "'default' is int8 on the CPU and float16 on CUDA.",
-        ),
-        click.option(
-            "--threads",
-            type=click.IntRange(min=0),
-            default=0,
-            show_default=True,
-            help="CPU threads for the model (0: let CTranslate2 choose).",
-        ),
-    ]
-    return stack_options(func, options)
-
-
-def decode_options(func: F) -> F:
-    """The options that steer decoding, shared by `file` and `listen`."""
-    options = [
-        click.option(
-            "--language",
-            "-l",
-            default=None,
-            help="Language code of the speech (en, es, fr...); detected when left out.",
-        ),
-        click.option(
-            "--task",
-            type=click.Choice(["transcribe", "translate"]),
-            default="transcribe",
-            show_default=True,
-            help="translate: into English (needs a multilingual model).",
-        ),
-        click.option(
-            "--beam-size",
-            type=click.IntRange(min=1),
-            default=5,
-            show_default=True,
-            help="Beam search width (1 is greedy and fastest).",
-        ),
-        click.option(
-            "--initial-prompt",
-            default=None,
-            help="Text to steer spelling and style, such as names and terms.",
-        ),
-    ]
-    return stack_options(func, options)
-
-
-class LazyGroup(click.Group):
-    """A group whose live commands are imported only when they run (or help lists
-    them), so `livewhisper file` starts without loading the audio and server code."""
-
-    lazy = {
-        "listen": "livewhisper.cli_live:listen_command",
-        "devices": "livewhisper.cli_live:devices_command",
-        "check": "livewhisper.cli_live:check_command",
-    }
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.lazy})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy:
-            module, attr = self.lazy[cmd_name].split(":")
-            command: click.Command = getattr(importlib.import_module(module), attr)
-            return command
-        return super().get_command(ctx, cmd_name)
-
-
-def build_model_options(model: str, model_device: str, compute_type: str, threads: int) -> Any:
-    from livewhisper.engine import ModelOptions
-
-    return ModelOptions(
-        model=model, device=model_device, compute_type=compute_type, threads=threads
-    )
-
-
-def load_engine(model_opts: Any, transcribe_opts: Any) -> Any:
-    """Load the model and check it can do what was asked; a LivewhisperError otherwise."""
-    from livewhisper.engine import Engine
-
-    engine = Engine(model_opts)
-    engine.check(transcribe_opts)
-    return engine
-
-
-@click.group(
-    cls=LazyGroup,
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LIVEWHISPER"},
-)
-@click.version_option(__version__, "--version", "-V", prog_name="livewhisper")
-@click.option("-v", "--verbose", count=True, help="More log messages on stderr (-vv for debug).")
-def main(verbose: int) -> None:
-    """Local live speech-to-text with Whisper: microphone, files and browsers.
-
-    \b
-    Examples:
-      livewhisper listen                       transcribe the microphone live
-      livewhisper file talk.wav                print the transcript of a file
-      livewhisper file *.mp3 -f srt -o subs/   subtitles for many files
-      livewhisper models                       the models on this machine
-    """
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-# --------------------------------------------------------------------------- file
 
 
 @dataclass
@@ -263,7 +108,7 @@ def _open_targets(targets: list[_Target]) -> Iterator[list[tuple[_Target, TextIO
                 tmp.unlink(missing_ok=True)
 
 
-@main.command("file")
+@click.command("file")
 @click.argument("inputs", nargs=-1, required=True, metavar="PATH...")
 @click.option(
     "--format",
@@ -324,7 +169,7 @@ def file_command(
       livewhisper file lecture.webm --model base --language fr --task translate
       ffmpeg -i video.mkv -f wav - | livewhisper file - --format vtt
     """
-    from livewhisper.engine import TranscribeOptions
+    from livewhisper.engine.local import TranscribeOptions
 
     if inputs.count("-") > 1:
         raise click.UsageError("Standard input (-) can be read only once.")
@@ -350,7 +195,7 @@ def file_command(
     with contextlib.ExitStack() as stack:
         progress = None
         if show_progress:
-            from livewhisper.progress import file_progress
+            from livewhisper.cli.progress import file_progress
 
             progress = stack.enter_context(file_progress(console))
         for src in inputs:
@@ -379,8 +224,8 @@ def _transcribe_one(
     progress: Any,
     many: bool,
 ) -> None:
-    from livewhisper.audiofile import open_audio
-    from livewhisper.engine import FileInfo
+    from livewhisper.audio.files import open_audio
+    from livewhisper.engine.local import FileInfo
     from livewhisper.writers import make_writer
 
     audio = open_audio(src)
@@ -422,26 +267,3 @@ def _transcribe_one(
         raise LivewhisperError(
             f"{audio.name}: {audio.problem}; the transcript covers the first {info.duration:.1f} s."
         )
-
-
-# --------------------------------------------------------------------------- models
-
-
-@main.command("models")
-def models_command() -> None:
-    """List the models usable without the network, and where they live.
-
-    \b
-    Other size names (small, medium, large-v3, turbo...) are downloaded from the
-    Hugging Face Hub on first use and listed here once cached.
-    """
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    table.add_column("model")
-    table.add_column("source")
-    table.add_column("status")
-    table.add_column("path", overflow="fold")
-    for m in models.local_models():
-        table.add_row(m.name, m.origin, m.note, str(m.path) if m.path else "-")
-    Console().print(table)

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from livewhisper import models
-from livewhisper.context import repeats_itself
+from livewhisper.engine import models
 from livewhisper.errors import ModelError
+from livewhisper.live.context import repeats_itself
 from livewhisper.transcript import Segment, Word
 
 log = logging.getLogger(__name__)

@@ -273,7 +273,7 @@ class FileSource:
     times faster (``speed=0`` for no pacing at all)."""
 
     def __init__(self, path: str | os.PathLike[str], *, speed: float = 1.0) -> None:
-        from livewhisper.audiofile import open_audio
+        from livewhisper.audio.files import open_audio
 
         if speed < 0:
             raise ValueError("speed must be 0 (no pacing) or more")

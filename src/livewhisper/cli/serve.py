@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from rich.console import Console
 
-from livewhisper.cli import stack_options
+from livewhisper.cli.options import stack_options
 from livewhisper.errors import LivewhisperError
-from livewhisper.server import ServerOptions, ServerThread, generate_token, is_loopback
+from livewhisper.serve.server import ServerOptions, ServerThread, generate_token, is_loopback
 
 if TYPE_CHECKING:
-    from livewhisper.live import StreamOptions
-    from livewhisper.scheduler import Scheduler
+    from livewhisper.engine.scheduler import Scheduler
+    from livewhisper.live.stream import StreamOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -185,7 +185,7 @@ def prepare(settings: ServeSettings, console: Console) -> ServerOptions:
     if not options.loopback and options.token is None and not settings.no_token:
         options = replace(options, token=generate_token())
     if settings.self_signed:
-        from livewhisper import tls
+        from livewhisper.serve import tls
 
         cert = tls.self_signed(tls.local_names(options.host))
         options = replace(options, certfile=str(cert.certfile), keyfile=str(cert.keyfile))
@@ -196,7 +196,7 @@ def prepare(settings: ServeSettings, console: Console) -> ServerOptions:
             markup=False,
         )
     elif options.certfile is not None:
-        from livewhisper import tls
+        from livewhisper.serve import tls
 
         tls.check_pair(options.certfile, options.keyfile)
     return options
@@ -210,7 +210,7 @@ def serving(
     console: Console,
 ) -> Iterator[ServerThread]:
     """Start the server over *scheduler*, print where to open it, stop it at the end."""
-    from livewhisper.server import live_streams
+    from livewhisper.serve.server import live_streams
 
     options = prepare(settings, console)
     make, backlog = live_streams(scheduler, stream_options)
@@ -238,7 +238,7 @@ def announce(
     say(f"Serving on {server.url('/')}  (open it in a browser)", "bold")
     say(f"Captions:   {server.url('/captions')}")
     if options.host in ("0.0.0.0", "::"):
-        from livewhisper import tls
+        from livewhisper.serve import tls
 
         for name in tls.local_names(options.host):
             if not is_loopback(name) and any(c.isdigit() for c in name.split(".")[0]):

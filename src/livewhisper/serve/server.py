@@ -42,13 +42,13 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from livewhisper.containers import ContainerError, ContainerKind, StreamDecoder, sniff
+from livewhisper.audio.containers import ContainerError, ContainerKind, StreamDecoder, sniff
 from livewhisper.errors import LivewhisperError
 from livewhisper.transcript import TextEvent, Word
 
 if TYPE_CHECKING:
-    from livewhisper.live import StreamOptions
-    from livewhisper.scheduler import Scheduler
+    from livewhisper.engine.scheduler import Scheduler
+    from livewhisper.live.stream import StreamOptions
 
 T = TypeVar("T")
 
@@ -829,7 +829,7 @@ def _clip(reason: str) -> str:
 def load_assets() -> dict[str, tuple[str, bytes]]:
     """The page's files, read once: only these names are ever served."""
     assets: dict[str, tuple[str, bytes]] = {}
-    web = importlib.resources.files("livewhisper") / "web"
+    web = importlib.resources.files("livewhisper.serve") / "web"
     for entry in web.iterdir():
         suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
         if entry.is_file() and suffix in _TYPES:
@@ -870,7 +870,7 @@ def live_streams(
     A client's ``language`` replaces the one in *options*; the engine checks it first,
     so a language the model does not know is refused when the stream starts.
     """
-    from livewhisper.live import LiveStream, StreamOptions
+    from livewhisper.live.stream import LiveStream, StreamOptions
 
     base = options or StreamOptions()
     check = getattr(scheduler.engine, "check", None)

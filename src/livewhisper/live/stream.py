@@ -1,42 +1,32 @@
-"""Live transcription: one stream of 16 kHz audio in, final text events out.
+"""Live transcription: one stream of 16 kHz audio in, text events out.
 
-`LiveStream` is the unit a server runs once per connection, all of them sharing one
-`Scheduler`; its output goes to a callback, so it knows nothing of terminals or
-sockets. `Session` is what ``livewhisper listen`` runs: a source, one stream, the
-sinks, and Ctrl-C handling.
+`LiveStream` is the unit every input runs (the microphone of ``listen``, each
+connection of the server), all of them sharing one `Scheduler`; its output goes to
+a callback, so it knows nothing of terminals or sockets.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import logging
 import math
-import os
 import re
-import signal
 import statistics
-import sys
 import threading
 import time
-import wave
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 import numpy as np
 
-from livewhisper.context import Context, ContextOptions
-from livewhisper.engine import TranscribeOptions, Transcription
-from livewhisper.errors import LivewhisperError, OutputError
-from livewhisper.partials import Agreement, HypWord, key
-from livewhisper.scheduler import Job, JobResult, Scheduler
-from livewhisper.sources import Source
-from livewhisper.transcript import Segment, TextEvent, Word
-from livewhisper.vad import (
+from livewhisper.engine.local import TranscribeOptions, Transcription
+from livewhisper.engine.scheduler import Job, JobResult, Scheduler
+from livewhisper.errors import LivewhisperError
+from livewhisper.live.agreement import Agreement, HypWord, key
+from livewhisper.live.context import Context, ContextOptions
+from livewhisper.live.segmenter import (
     FRAME_SAMPLES,
     FRAME_SECONDS,
     SAMPLE_RATE,
@@ -49,6 +39,7 @@ from livewhisper.vad import (
     UtteranceDropped,
     webrtc_detector,
 )
+from livewhisper.transcript import TextEvent, Word
 
 log = logging.getLogger(__name__)
 
@@ -698,207 +689,3 @@ def ends_sentence(text: str) -> bool:
     if last.endswith(("..", "…")) or last.lower() in _TITLES:
         return False
     return _ends_sentence(last)
-
-
-# --------------------------------------------------------------------------- sinks
-
-
-def format_event(event: TextEvent, fmt: str = "text") -> str:
-    """One line for *event*: its text, or its JSON (``fmt="jsonl"``; see docs/listen.md)."""
-    if fmt == "jsonl":
-        return json.dumps(event.to_dict(), ensure_ascii=False)
-    return event.text
-
-
-def line_sink(fmt: str = "text", out: TextIO | None = None, *, partials: bool = False) -> Emit:
-    """One line per final on *out* (the current stdout if None), flushed each time.
-
-    With *partials*, partial events are written too: as JSON lines in ``jsonl``; in
-    ``text`` each partial is written after a carriage return without a newline, so on
-    a terminal it replaces the previous one in place and the final ends the line."""
-    shown = 0  # characters of the partial now on the line
-
-    def emit(event: TextEvent) -> None:
-        nonlocal shown
-        stream = out or sys.stdout
-        if event.type == "partial":
-            if not partials:
-                return
-            if fmt == "text":
-                line = event.text
-                _write(stream, "\r" + line + " " * max(0, shown - len(line)))
-                shown = len(line)
-                return
-        elif fmt == "text" and shown:
-            line = event.text
-            _write(stream, "\r" + line + " " * max(0, shown - len(line)) + "\n")
-            shown = 0
-            return
-        _write(stream, format_event(event, fmt) + "\n")
-
-    return emit
-
-
-def _write(out: TextIO, text: str) -> None:
-    try:
-        out.write(text)
-        out.flush()
-    except OSError as exc:
-        name = "standard output" if out is sys.stdout else getattr(out, "name", "output")
-        raise OutputError(f"Cannot write {name}: {exc.strerror or exc}.") from exc
-
-
-def transcript_sink(transcript: Any) -> Emit:
-    """Append each final to a `writers.AppendingTranscript` (synced to disk per line);
-    partials are skipped."""
-
-    def emit(event: TextEvent) -> None:
-        if event.type != "final":
-            return
-        extra = {"type": event.type, "id": event.id, "language": event.language}
-        transcript.write(Segment(event.start, event.end, event.text), extra)
-
-    return emit
-
-
-class AudioRecorder:
-    """The session's 16 kHz audio, as a 16-bit mono WAV file."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        try:
-            self._wav = wave.open(str(self.path), "wb")  # noqa: SIM115
-        except OSError as exc:
-            raise OutputError(f"Cannot write {self.path}: {exc.strerror or exc}.") from exc
-        self._wav.setnchannels(1)
-        self._wav.setsampwidth(2)
-        self._wav.setframerate(SAMPLE_RATE)
-
-    def write(self, samples: np.ndarray) -> None:
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-        try:
-            self._wav.writeframes(pcm.tobytes())
-        except OSError as exc:
-            raise OutputError(f"Cannot write {self.path}: {exc.strerror or exc}.") from exc
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wav.close()
-
-
-# --------------------------------------------------------------------------- session
-
-
-@dataclass(frozen=True)
-class Summary:
-    duration: float  # stream seconds
-    utterances: int
-    latencies: tuple[float, ...]
-
-    @property
-    def median_latency(self) -> float | None:
-        return statistics.median(self.latencies) if self.latencies else None
-
-    def __str__(self) -> str:
-        minutes, seconds = divmod(self.duration, 60)
-        line = f"Listened {int(minutes)}:{seconds:04.1f}, {self.utterances} utterance"
-        line += "" if self.utterances == 1 else "s"
-        if self.median_latency is not None:
-            line += f", median latency {self.median_latency:.2f} s"
-        return line + "."
-
-
-@dataclass(frozen=True)
-class SessionResult:
-    summary: Summary
-    error: LivewhisperError | None = None  # what ended the session early, if anything
-    interrupted: bool = False  # ended by Ctrl-C
-
-
-class Session:
-    """``livewhisper listen``: a source through one `LiveStream` into the sinks.
-
-    The first Ctrl-C ends the session normally (the open utterance is transcribed
-    and written); a second one exits at once with status 130.
-    """
-
-    def __init__(
-        self,
-        source: Source,
-        scheduler: Scheduler,
-        options: StreamOptions | None = None,
-        sinks: list[Emit] | None = None,
-        *,
-        recorder: AudioRecorder | None = None,
-        finish_timeout: float | None = None,
-    ) -> None:
-        self.source = source
-        self.scheduler = scheduler
-        self.sinks = list(sinks or [])
-        self.recorder = recorder
-        self.finish_timeout = finish_timeout
-        self.stop = threading.Event()
-        self.stream = LiveStream(scheduler, options, self._emit)
-        self.on_force: Callable[[], None] | None = None  # called before a forced exit
-
-    def _emit(self, event: TextEvent) -> None:
-        error: LivewhisperError | None = None
-        for sink in self.sinks:  # every sink gets the line, even if one fails
-            try:
-                sink(event)
-            except LivewhisperError as exc:
-                error = error or exc
-        if error is not None:
-            raise error
-
-    def status(self) -> StreamStatus:
-        return replace(self.stream.status(), overflows=self.source.overflows)
-
-    def run(self) -> SessionResult:
-        error: LivewhisperError | None = None
-        with self._sigint():
-            try:
-                for block in self.source.blocks(self.stop):
-                    self.stream.feed(block)
-                    if self.recorder is not None:
-                        self.recorder.write(block)
-                    if self.stream.error is not None:
-                        break
-            except LivewhisperError as exc:
-                error = exc
-            finally:
-                self.source.close()
-            self.stream.finish(self.finish_timeout)
-            if self.recorder is not None:
-                self.recorder.close()
-        stream_error = self.stream.error
-        if isinstance(stream_error, LivewhisperError):
-            error = error or stream_error
-        elif stream_error is not None:
-            raise stream_error
-        summary = Summary(
-            self.stream.segmenter.time, self.stream.utterances, tuple(self.stream.latencies)
-        )
-        return SessionResult(summary, error, self.stop.is_set())
-
-    @contextlib.contextmanager
-    def _sigint(self) -> Iterator[None]:
-        """Own SIGINT for the session (only possible on the main thread)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if not self.stop.is_set():
-                self.stop.set()
-                return
-            if self.on_force is not None:
-                with contextlib.suppress(Exception):
-                    self.on_force()
-            os._exit(130)
-
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)

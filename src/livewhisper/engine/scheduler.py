@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from livewhisper.engine import SAMPLE_RATE, TranscribeOptions, Transcription
+from livewhisper.engine.local import SAMPLE_RATE, TranscribeOptions, Transcription
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The `livewhisper` command line: one module per command, over the Python API."""

@@ -1,0 +1,124 @@
+"""``livewhisper devices`` and ``livewhisper check``: what this machine can hear."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from livewhisper.cli.options import (
+    MODEL_HELP,
+    CliError,
+)
+from livewhisper.engine import models
+from livewhisper.errors import LivewhisperError
+
+
+@click.command("devices")
+def devices_command() -> None:
+    """List the audio input devices; * marks the default.
+
+    \b
+    Pass the index or part of the name to 'livewhisper listen --device'.
+    """
+    from livewhisper.audio.sources import list_input_devices
+
+    try:
+        devices = list_input_devices()
+    except LivewhisperError as exc:
+        raise CliError(str(exc)) from exc
+    if not devices:
+        raise CliError(
+            "No audio input device found: plug in a microphone or check that the sound "
+            "server (PulseAudio, PipeWire) is running."
+        )
+    table = Table(box=None, header_style="bold")
+    for column in ("", "index", "name", "host API", "channels", "default rate"):
+        table.add_column(column, justify="right" if column in ("index", "channels") else "left")
+    for d in devices:
+        table.add_row(
+            "*" if d.default else "",
+            str(d.index),
+            d.name,
+            d.hostapi,
+            str(d.channels),
+            f"{d.samplerate:g} Hz",
+        )
+    Console(highlight=False).print(table)
+
+
+# --------------------------------------------------------------------------- check
+
+
+@click.command("check")
+@click.option("--device", "-d", default=None, metavar="INDEX|NAME", help="Device to test.")
+@click.option("--model", "-m", default=models.DEFAULT_MODEL, show_default=True, help=MODEL_HELP)
+@click.option(
+    "--seconds", type=click.FloatRange(0.5, 30), default=2.0, show_default=True, help="Level test."
+)
+def check_command(device: str | None, model: str, seconds: float) -> None:
+    """Check the set-up for live transcription: PortAudio, the input devices, a
+    level test of the microphone, and the model.
+
+    \b
+    Examples:
+      livewhisper check
+      livewhisper check --device USB --model base
+    """
+    out = Console(highlight=False)
+    problems = 0
+
+    def report(ok: bool, what: str, detail: str) -> None:
+        nonlocal problems
+        problems += not ok
+        mark = "[green]ok[/]  " if ok else "[red]FAIL[/]"
+        out.print(f"{mark} {what}: ", end="")
+        out.print(detail, markup=False)
+
+    from livewhisper.audio.sources import Microphone, find_device, list_input_devices, sounddevice
+
+    try:
+        sd = sounddevice()
+        report(True, "PortAudio", sd.get_portaudio_version()[1])
+        devices = list_input_devices()
+        report(bool(devices), "input devices", ", ".join(str(d) for d in devices) or "none")
+        chosen = find_device(device)
+        report(True, "device", f"{chosen}, {chosen.channels} ch, {chosen.samplerate:g} Hz")
+        _level_test(Microphone(chosen, stall_timeout=seconds + 3), seconds, report)
+    except LivewhisperError as exc:
+        report(False, "audio", str(exc))
+    try:
+        location = models.locate(model, download=False)
+        report(True, "model", f"{location.name} ({location.origin}) at {location.path}")
+    except LivewhisperError as exc:
+        report(False, "model", str(exc))
+    if problems:
+        sys.exit(1)
+
+
+def _level_test(mic: Any, seconds: float, report: Any) -> None:
+    import numpy as np
+
+    from livewhisper.live.stream import level_db
+
+    stop = threading.Event()
+    got: list[Any] = []
+    with mic:
+        for block in mic.blocks(stop):
+            got.append(block)
+            if sum(len(b) for b in got) >= seconds * 16000:
+                break
+    audio = np.concatenate(got) if got else np.zeros(0, np.float32)
+    rms = level_db(audio)
+    peak = 20 * np.log10(max(float(np.max(np.abs(audio), initial=0.0)), 1e-5))
+    heard = f"{len(audio) / 16000:.1f} s, level {rms:.0f} dBFS, peak {peak:.0f} dBFS"
+    if mic.overflows:
+        heard += f", {mic.overflows} overflows"
+    if peak < -60:
+        report(False, "level test", heard + ": silent; is the microphone muted or unplugged?")
+    else:
+        report(True, "level test", heard)

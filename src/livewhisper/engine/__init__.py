@@ -1,0 +1,1 @@
+"""Decoding: the engine contract, the local faster-whisper engine, models, the scheduler."""

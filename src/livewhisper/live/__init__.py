@@ -1,0 +1,1 @@
+"""Live transcription: the segmenter, partial agreement, context, streams and sessions."""

@@ -1,0 +1,1 @@
+"""The server: browsers as microphones, captions, and the protocols they speak."""
