@@ -1,5 +1,9 @@
 """Errors a user can act on. Each message is one sentence that says what to do."""
 
+from __future__ import annotations
+
+import os
+
 
 class LivewhisperError(Exception):
     """Base class: the message is shown to the user as it is."""
@@ -19,3 +23,9 @@ class DeviceError(LivewhisperError):
 
 class OutputError(LivewhisperError):
     """A transcript could not be written."""
+
+
+def cannot_write(what: str | os.PathLike[str], exc: OSError) -> OutputError:
+    """The error for an output that failed to write: ``Cannot write out.srt: No space
+    left on device.`` Raise it ``from exc``."""
+    return OutputError(f"Cannot write {os.fspath(what)}: {exc.strerror or exc}.")
