@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import continuous_speech  # noqa: E402
 from livewhisper.audio.files import read_all  # noqa: E402
 from livewhisper.engine import local as engine_module  # noqa: E402
-from livewhisper.engine.local import Engine, ModelOptions, TranscribeOptions  # noqa: E402
+from livewhisper.engine.contract import TranscribeOptions  # noqa: E402
+from livewhisper.engine.local import Engine, ModelOptions  # noqa: E402
 from livewhisper.live.context import Context, ContextOptions  # noqa: E402
 from livewhisper.live.segmenter import (  # noqa: E402
     FRAME_SAMPLES,

@@ -147,7 +147,8 @@ def inprocess_worker(model: str, threads: int, repeats: int, paths: list[str]) -
     from faster_whisper import decode_audio
 
     from livewhisper.audio.files import open_audio, read_all
-    from livewhisper.engine.local import Engine, ModelOptions, TranscribeOptions
+    from livewhisper.engine.contract import TranscribeOptions
+    from livewhisper.engine.local import Engine, ModelOptions
 
     def timed(fn: Any) -> tuple[float, float, Any]:
         w, c = time.perf_counter(), time.process_time()

@@ -263,7 +263,8 @@ def _percent(x: float) -> str:
 
 async def main_async(args: argparse.Namespace) -> list[RunResult]:
     from livewhisper.audio.files import read_all
-    from livewhisper.engine.local import Engine, ModelOptions, TranscribeOptions
+    from livewhisper.engine.contract import TranscribeOptions
+    from livewhisper.engine.local import Engine, ModelOptions
     from livewhisper.engine.scheduler import Scheduler
     from livewhisper.live.stream import StreamOptions
     from livewhisper.serve.server import ServerOptions, ServerThread, live_streams

@@ -27,7 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 from livewhisper.audio.files import read_all  # noqa: E402
-from livewhisper.engine.local import Engine, ModelOptions, TranscribeOptions  # noqa: E402
+from livewhisper.engine.contract import TranscribeOptions  # noqa: E402
+from livewhisper.engine.local import Engine, ModelOptions  # noqa: E402
 from livewhisper.engine.scheduler import Scheduler  # noqa: E402
 from livewhisper.live.segmenter import SegmenterOptions  # noqa: E402
 from livewhisper.live.stream import LiveStream, StreamOptions  # noqa: E402

@@ -8,7 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from livewhisper.engine.local import SAMPLE_RATE, Engine, TranscribeOptions
+from livewhisper.audio.pcm import SAMPLE_RATE
+from livewhisper.engine.contract import TranscribeOptions
+from livewhisper.engine.local import Engine
 from livewhisper.live.context import Context, ContextOptions
 
 
@@ -99,7 +101,7 @@ def test_real_speech_a_menu_read_on_is_understood_only_with_what_came_before(
 
 
 def test_a_run_of_words_said_twice_is_a_loop() -> None:
-    from livewhisper.live.context import repeats_itself
+    from livewhisper.engine.guards import repeats_itself
 
     assert repeats_itself("Press 2 to call the person. Press 2 to call the person.")
     assert repeats_itself("and then we went home and then we went home")
@@ -111,7 +113,7 @@ def test_a_run_of_words_said_twice_is_a_loop() -> None:
 def test_a_decode_that_repeats_itself_with_context_is_decoded_without(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from livewhisper.engine.local import Transcription
+    from livewhisper.engine.contract import Transcription
     from livewhisper.transcript import Segment
 
     engine = Engine.__new__(Engine)  # the retry rule only: no model needed

@@ -16,15 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from livewhisper.engine.local import (
-    SAMPLE_RATE,
-    Engine,
-    FileInfo,
-    TranscribeOptions,
-    Transcription,
-    is_hallucination,
-    quietest_cut,
-)
+from livewhisper.audio.pcm import SAMPLE_RATE
+from livewhisper.engine.contract import FileInfo, TranscribeOptions, Transcription
+from livewhisper.engine.guards import is_hallucination
+from livewhisper.engine.local import Engine, quietest_cut
 from livewhisper.metrics import normalize, word_error_rate
 from livewhisper.transcript import Segment, Word
 from scripted_decoder import CONFIDENT, INVENTED, Heard, ScriptedDecoder

@@ -13,18 +13,19 @@ import pytest
 from rich.console import Console
 
 from livewhisper.cli.view import LiveView
-from livewhisper.engine.local import Engine, TranscribeOptions, Transcription
+from livewhisper.engine.contract import TranscribeOptions, Transcription
+from livewhisper.engine.local import Engine
 from livewhisper.engine.scheduler import Scheduler
 from livewhisper.errors import OutputError
 from livewhisper.live.agreement import HypWord
 from livewhisper.live.context import ContextOptions
+from livewhisper.live.contract import StreamStatus
 from livewhisper.live.segmenter import SegmenterOptions
 from livewhisper.live.session import Session, Summary
 from livewhisper.live.sinks import line_sink
 from livewhisper.live.stream import (
     LiveStream,
     StreamOptions,
-    StreamStatus,
     _quietest_gap,
     ends_sentence,
     hypothesis,

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from livewhisper.engine.local import TranscribeOptions, Transcription
+from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.scheduler import Job, JobResult, Scheduler
 from livewhisper.transcript import Segment
 

@@ -25,7 +25,8 @@ def from_pcm16(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
 
 def to_pcm16(samples: np.ndarray) -> np.ndarray:
     """Float samples as little-endian signed 16-bit, clipped to the range."""
-    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    out: np.ndarray = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    return out
 
 
 def level_db(samples: np.ndarray) -> float:

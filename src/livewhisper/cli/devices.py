@@ -10,10 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from livewhisper.cli.options import (
-    MODEL_HELP,
-    CliError,
-)
+from livewhisper.cli.options import MODEL_HELP, CliError
 from livewhisper.engine import models
 from livewhisper.errors import LivewhisperError
 
@@ -103,7 +100,7 @@ def check_command(device: str | None, model: str, seconds: float) -> None:
 def _level_test(mic: Any, seconds: float, report: Any) -> None:
     import numpy as np
 
-    from livewhisper.live.stream import level_db
+    from livewhisper.audio.pcm import level_db
 
     stop = threading.Event()
     got: list[Any] = []

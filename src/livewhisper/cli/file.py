@@ -169,7 +169,7 @@ def file_command(
       livewhisper file lecture.webm --model base --language fr --task translate
       ffmpeg -i video.mkv -f wav - | livewhisper file - --format vtt
     """
-    from livewhisper.engine.local import TranscribeOptions
+    from livewhisper.engine.contract import TranscribeOptions
 
     if inputs.count("-") > 1:
         raise click.UsageError("Standard input (-) can be read only once.")
@@ -225,7 +225,7 @@ def _transcribe_one(
     many: bool,
 ) -> None:
     from livewhisper.audio.files import open_audio
-    from livewhisper.engine.local import FileInfo
+    from livewhisper.engine.contract import FileInfo
     from livewhisper.writers import make_writer
 
     audio = open_audio(src)

@@ -165,7 +165,7 @@ def listen_command(
       livewhisper listen --input talk.wav --speed 2
       arecord -f S16_LE -r 16000 -c 1 -t raw | livewhisper listen --input -
     """
-    from livewhisper.engine.local import TranscribeOptions
+    from livewhisper.engine.contract import TranscribeOptions
     from livewhisper.engine.scheduler import Scheduler
     from livewhisper.live.context import ContextOptions
     from livewhisper.live.recorder import AudioRecorder

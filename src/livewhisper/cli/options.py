@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 
 from livewhisper.engine import models
+
+if TYPE_CHECKING:
+    from livewhisper.engine.contract import TranscribeOptions, Transcriber
+    from livewhisper.engine.local import ModelOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -110,7 +114,9 @@ def decode_options(func: F) -> F:
     return stack_options(func, options)
 
 
-def build_model_options(model: str, model_device: str, compute_type: str, threads: int) -> Any:
+def build_model_options(
+    model: str, model_device: str, compute_type: str, threads: int
+) -> ModelOptions:
     from livewhisper.engine.local import ModelOptions
 
     return ModelOptions(
@@ -118,10 +124,8 @@ def build_model_options(model: str, model_device: str, compute_type: str, thread
     )
 
 
-def load_engine(model_opts: Any, transcribe_opts: Any) -> Any:
+def load_engine(model_opts: ModelOptions, transcribe_opts: TranscribeOptions) -> Transcriber:
     """Load the model and check it can do what was asked; a LivewhisperError otherwise."""
-    from livewhisper.engine.local import Engine
+    from livewhisper.engine.factory import load_engine as load
 
-    engine = Engine(model_opts)
-    engine.check(transcribe_opts)
-    return engine
+    return load(model_opts, transcribe_opts)

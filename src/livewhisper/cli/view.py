@@ -10,7 +10,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from livewhisper.live.stream import StreamStatus
+from livewhisper.live.contract import StreamStatus
 from livewhisper.transcript import TextEvent
 
 _STATES = {

@@ -1,4 +1,5 @@
-"""The Whisper engine: one loaded model that turns 16 kHz audio into segments."""
+"""The local engine: one faster-whisper model, loaded in this process, that turns
+16 kHz audio into segments. It meets `engine.contract.Transcriber`."""
 
 from __future__ import annotations
 
@@ -6,19 +7,20 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from livewhisper.audio.pcm import SAMPLE_RATE
 from livewhisper.engine import models
+from livewhisper.engine.contract import FileInfo, TranscribeOptions, Transcription
+from livewhisper.engine.guards import is_hallucination, repeats_itself
 from livewhisper.errors import ModelError
-from livewhisper.live.context import repeats_itself
 from livewhisper.transcript import Segment, Word
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 
 #: Seconds of silence after the audio in a fitted window (`TranscribeOptions.fit_window`):
 #: Whisper needs to see the speech end to stop cleanly.
@@ -27,9 +29,6 @@ FIT_PAD = 10.0
 #: Punctuation joined to the word after / before it in word timings (faster-whisper's).
 PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
-
-#: Temperatures tried in turn when a decode looks like a failure (faster-whisper's own).
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 @dataclass(frozen=True)
@@ -41,84 +40,6 @@ class ModelOptions:
     compute_type: str = "default"  # "default" is int8 on the CPU, float16 on CUDA
     threads: int = 0  # CPU threads; 0 lets CTranslate2 choose
     download: bool = True  # allow a Hub download for models not on this machine
-
-
-@dataclass(frozen=True)
-class TranscribeOptions:
-    """How to decode. The defaults are faster-whisper's, with its VAD filter on."""
-
-    language: str | None = None
-    task: str = "transcribe"  # or "translate" (into English)
-    beam_size: int = 5
-    initial_prompt: str | None = None
-    word_timestamps: bool = False
-    vad_filter: bool = True
-    condition_on_previous_text: bool = True
-    temperature: tuple[float, ...] = FALLBACK_TEMPERATURES
-    no_speech_threshold: float = 0.6
-    log_prob_threshold: float = -1.0
-    compression_ratio_threshold: float = 2.4
-    #: Drop a segment that is probably not speech: Whisper's no-speech probability
-    #: above this *and* a low average log-probability (see `is_hallucination`).
-    drop_no_speech_prob: float = 0.5
-    drop_logprob: float = -0.8
-    drop_certain_no_speech: float = 0.9
-    #: Decode text tokens only (segment times are then the window's).
-    without_timestamps: bool = False
-    #: Encode a window fitted to the audio (its length plus `FIT_PAD` seconds of
-    #: silence) instead of Whisper's full 30 s, for short live utterances; a result
-    #: that looks wrong is decoded again the usual way (see `Engine._fitted`).
-    fit_window: bool = False
-    #: With `fit_window`: when the fitted result looks wrong, decode again the usual
-    #: way (True), or give no text (False: a provisional pass, soon redone on more
-    #: audio, is not worth a full 30 s decode).
-    fit_fallback: bool = True
-    #: Text said just before this audio (a live stream's earlier finals): given to
-    #: Whisper as previous text after *initial_prompt*, as a file's earlier windows
-    #: are. With *context_language*, it is used only if the audio is in that language.
-    context: str | None = None
-    context_language: str | None = None
-
-    def for_utterance(self) -> TranscribeOptions:
-        """Settings for one live utterance that the segmenter already cut out of silence."""
-        return dataclasses.replace(
-            self, vad_filter=False, condition_on_previous_text=False, fit_window=True
-        )
-
-    def for_partial(self) -> TranscribeOptions:
-        """Cheaper settings for the provisional text of an utterance still being spoken:
-        greedy, one temperature, no timestamp tokens, no second decode. The final
-        decodes the whole utterance again with the full settings, so a word a
-        partial pass gets wrong is shown for a moment but never kept."""
-        return dataclasses.replace(
-            self.for_utterance(),
-            beam_size=1,
-            temperature=(0.0,),
-            without_timestamps=True,
-            fit_fallback=False,
-        )
-
-
-@dataclass(frozen=True)
-class Transcription:
-    segments: list[Segment]
-    language: str | None
-    language_probability: float = 0.0
-    duration: float = 0.0
-
-    @property
-    def text(self) -> str:
-        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
-
-
-@dataclass
-class FileInfo:
-    """What the engine learns about an input while transcribing it."""
-
-    language: str | None = None
-    language_probability: float = 0.0
-    duration: float = 0.0  # decoded so far
-    segments: list[Segment] = field(default_factory=list)
 
 
 def resolve_device(device: str) -> str:
@@ -136,26 +57,6 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
     if compute_type != "default":
         return compute_type
     return "float16" if device == "cuda" else "int8"
-
-
-def is_hallucination(segment: Any, options: TranscribeOptions) -> bool:
-    """Whisper's tell-tale of text invented from silence or noise.
-
-    faster-whisper already skips a 30 s window when its no-speech probability is
-    above ``no_speech_threshold`` and the decode's average log-probability is below
-    ``log_prob_threshold``. Short noise bursts slip under that pair; this guard is
-    the same test with a lower bar, applied per segment, plus a no-speech
-    probability so high (``drop_certain_no_speech``) that no log-probability can
-    redeem it: a "you" decoded from digital silence scores 0.99. Real speech scores
-    far below 0.5, so it is never dropped by this.
-    """
-    return bool(
-        segment.no_speech_prob > options.drop_certain_no_speech
-        or (
-            segment.no_speech_prob > options.drop_no_speech_prob
-            and segment.avg_logprob < options.drop_logprob
-        )
-    )
 
 
 class Engine:

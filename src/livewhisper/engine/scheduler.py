@@ -14,23 +14,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 
-from livewhisper.engine.local import SAMPLE_RATE, TranscribeOptions, Transcription
+from livewhisper.audio.pcm import SAMPLE_RATE
+from livewhisper.engine.contract import TranscribeOptions, Transcriber, Transcription
 
 log = logging.getLogger(__name__)
 
 JobKind = Literal["final", "partial"]
-
-
-class Transcriber(Protocol):
-    """What the scheduler needs of an `Engine`."""
-
-    def transcribe(
-        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
-    ) -> Transcription: ...
 
 
 @dataclass

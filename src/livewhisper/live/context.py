@@ -24,9 +24,10 @@ Pure logic: no threads, no clock (times are stream seconds), no model.
 
 from __future__ import annotations
 
-import zlib
 from collections import deque
 from dataclasses import dataclass
+
+from livewhisper.engine.guards import compression_ratio, repeats_itself
 
 
 @dataclass(frozen=True)
@@ -45,23 +46,6 @@ class ContextOptions:
     def __post_init__(self) -> None:
         if self.words < 0 or self.reset_after <= 0:
             raise ValueError("context words must be >= 0 and reset_after > 0")
-
-
-def compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
-
-
-def repeats_itself(text: str, words: int = 4) -> bool:
-    """True if a run of at least *words* words comes twice in a row ("press two to
-    call. press two to call."): Whisper looping, not speech."""
-    tokens = [t.strip(".,!?;:\"'").lower() for t in text.split()]
-    n = len(tokens)
-    for size in range(words, n // 2 + 1):
-        for i in range(n - 2 * size + 1):
-            if tokens[i : i + size] == tokens[i + size : i + 2 * size]:
-                return True
-    return False
 
 
 class Context:

@@ -14,8 +14,9 @@ from typing import Any
 from livewhisper.audio.sources import Source
 from livewhisper.engine.scheduler import Scheduler
 from livewhisper.errors import LivewhisperError
+from livewhisper.live.contract import Emit, StreamStatus
 from livewhisper.live.recorder import AudioRecorder
-from livewhisper.live.stream import Emit, LiveStream, StreamOptions, StreamStatus
+from livewhisper.live.stream import LiveStream, StreamOptions
 from livewhisper.transcript import TextEvent
 
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any, TextIO
 
 from livewhisper.errors import OutputError
-from livewhisper.live.stream import Emit
+from livewhisper.live.contract import Emit
 from livewhisper.transcript import Segment, TextEvent
 
 

@@ -17,15 +17,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from livewhisper.engine.local import TranscribeOptions, Transcription
+from livewhisper.audio.pcm import SILENCE_DB, level_db
+from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.scheduler import Job, JobResult, Scheduler
 from livewhisper.errors import LivewhisperError
 from livewhisper.live.agreement import Agreement, HypWord, key
 from livewhisper.live.context import Context, ContextOptions
+from livewhisper.live.contract import Emit, State, StreamStatus
 from livewhisper.live.segmenter import (
     FRAME_SAMPLES,
     FRAME_SECONDS,
@@ -43,9 +45,6 @@ from livewhisper.transcript import TextEvent, Word
 
 log = logging.getLogger(__name__)
 
-State = Literal["listening", "speech", "transcribing"]
-Emit = Callable[[TextEvent], None]
-_SILENCE_DB = -100.0
 _ids = itertools.count()
 
 #: A partial pass commits no word that ends within this many seconds of the end of
@@ -95,26 +94,6 @@ class StreamOptions:
     sentence_ends: bool = True
     #: What of the stream's earlier finals each decode is given as previous text.
     context: ContextOptions = field(default_factory=ContextOptions)
-
-
-@dataclass(frozen=True)
-class StreamStatus:
-    """A snapshot of a stream, for a view. Times are stream seconds."""
-
-    state: State = "listening"
-    time: float = 0.0
-    level_db: float = _SILENCE_DB  # loudest 30 ms frame of the last 300 ms, in dBFS
-    silent_for: float = 0.0  # since speech was last heard (or since the start)
-    utterances: int = 0  # finals with text
-    pending: int = 0  # utterances closed but not yet transcribed
-    last_latency: float | None = None
-    behind: float = 0.0  # seconds of speech without text yet, beyond the usual
-    overflows: int = 0
-
-
-def level_db(frame: np.ndarray) -> float:
-    rms = float(np.sqrt(np.mean(np.square(frame, dtype=np.float64)))) if len(frame) else 0.0
-    return max(_SILENCE_DB, 20 * math.log10(rms)) if rms > 0 else _SILENCE_DB
 
 
 def hypothesis(transcription: Transcription) -> list[HypWord]:
@@ -621,7 +600,7 @@ class LiveStream:
         return StreamStatus(
             state=state,
             time=now,
-            level_db=max(self._levels, default=_SILENCE_DB),
+            level_db=max(self._levels, default=SILENCE_DB),
             silent_for=max(0.0, now - self._last_heard) if not self.segmenter.in_speech else 0.0,
             utterances=self._utterances,
             pending=pending,
