@@ -741,3 +741,36 @@ def test_hypothesis_words_are_the_text_split_at_spaces() -> None:
     assert (words[1].start, words[1].end) == (1.2, 1.9)
     untimed = hypothesis(Transcription([replace(timed, words=())], "en"))
     assert [w.text for w in untimed] == [w.text for w in words]
+
+
+def test_an_output_that_blocks_does_not_stall_the_audio() -> None:
+    # A stdout pipe nobody reads: the output blocks on the first event it gets.
+    release = threading.Event()
+    got: list[TextEvent] = []
+
+    def blocked(event: TextEvent) -> None:
+        assert release.wait(30), "the test never released the output"
+        got.append(event)
+
+    engine = ScriptEngine(words=40)
+    options = StreamOptions(segmenter=SegmenterOptions(silence_ms=300), piece_seconds=30.0)
+    audio = speech_like(40)  # 18 s: partial passes and their events all along
+    with Scheduler(engine) as scheduler:
+        stream = LiveStream(scheduler, options, blocked, detector=loud)
+        try:
+            slowest = 0.0
+            step = int(0.1 * 16000)
+            for i in range(0, len(audio), step):
+                began = time.monotonic()
+                stream.feed(audio[i : i + step])
+                slowest = max(slowest, time.monotonic() - began)
+                # Real time at 10x: the engine has time to send partials, which block.
+                time.sleep(0.01)
+            # Every block of audio was taken at once, though the output held the
+            # first event the whole time (a lock held while sending would stall here).
+            assert got == [] and engine.partial_passes >= 1
+            assert slowest < 0.5, slowest
+        finally:
+            release.set()
+        assert stream.finish(timeout=10)
+    assert [e.type for e in got][-1] == "final"

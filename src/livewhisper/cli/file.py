@@ -5,12 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
@@ -23,27 +21,18 @@ from livewhisper.cli.options import (
     model_options,
     stderr_console,
 )
-from livewhisper.errors import LivewhisperError, OutputError
+from livewhisper.engine.files import Progress, Target, transcribe_file
+from livewhisper.errors import LivewhisperError
 
 
-@dataclass
-class _Target:
-    """Where one input's transcript goes, in one format."""
-
-    fmt: str
-    path: Path | None  # None: standard output
-
-
-def _plan_outputs(
-    inputs: list[str], fmt: str, output: str | None
-) -> Callable[[str], list[_Target]]:
+def _plan_outputs(inputs: list[str], fmt: str, output: str | None) -> Callable[[str], list[Target]]:
     from livewhisper.writers import FORMATS
 
     formats = list(FORMATS) if fmt == "all" else [fmt]
     if output is None:
         if fmt == "all":
             raise click.UsageError("--format all writes several files: give a directory with -o.")
-        return lambda _src: [_Target(fmt, None)]
+        return lambda _src: [Target(fmt, None)]
     out = Path(output)
     as_dir = len(inputs) > 1 or fmt == "all" or out.is_dir() or output.endswith(os.sep)
     if as_dir:
@@ -54,9 +43,9 @@ def _plan_outputs(
         if not os.access(out, os.W_OK):
             raise CliError(f"Cannot write to output directory {out}: permission denied.")
 
-        def per_input(src: str) -> list[_Target]:
+        def per_input(src: str) -> list[Target]:
             stem = "stdin" if src == "-" else Path(src).stem
-            return [_Target(f, out / f"{stem}.{f}") for f in formats]
+            return [Target(f, out / f"{stem}.{f}") for f in formats]
 
         return per_input
     parent = out.parent if str(out.parent) else Path(".")
@@ -66,46 +55,7 @@ def _plan_outputs(
         raise CliError(f"Cannot write {out}: directory {parent} does not exist.")
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise CliError(f"Cannot write {out}: permission denied.")
-    return lambda _src: [_Target(fmt, out)]
-
-
-@contextlib.contextmanager
-def _open_targets(targets: list[_Target]) -> Iterator[list[tuple[_Target, TextIO]]]:
-    """Open each target: stdout as it is, files as temporary files renamed into place at
-    the end, so a failed run never leaves half a transcript under the final name."""
-    opened: list[tuple[_Target, TextIO, Path | None]] = []
-    try:
-        for t in targets:
-            if t.path is None:
-                opened.append((t, sys.stdout, None))
-                continue
-            if t.path.exists() and not t.path.is_file():
-                # A device or a pipe (/dev/stdout, a FIFO): written to as it is.
-                try:
-                    opened.append((t, open(t.path, "w", encoding="utf-8"), None))  # noqa: SIM115
-                except OSError as exc:
-                    raise OutputError(f"Cannot write {t.path}: {exc.strerror or exc}.") from exc
-                continue
-            try:
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{t.path.name}.", dir=t.path.parent)
-            except OSError as exc:
-                raise OutputError(f"Cannot write {t.path}: {exc.strerror or exc}.") from exc
-            opened.append((t, open(fd, "w", encoding="utf-8"), Path(tmp_name)))  # noqa: SIM115
-        yield [(t, f) for t, f, _ in opened]
-        for t, f, tmp in opened:
-            if tmp is not None and t.path is not None:
-                try:
-                    f.close()
-                    os.replace(tmp, t.path)
-                except OSError as exc:
-                    raise OutputError(f"Cannot write {t.path}: {exc.strerror or exc}.") from exc
-    finally:
-        for t, f, tmp in opened:
-            if t.path is not None:
-                with contextlib.suppress(OSError):
-                    f.close()
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+    return lambda _src: [Target(fmt, out)]
 
 
 @click.command("file")
@@ -200,7 +150,14 @@ def file_command(
             progress = stack.enter_context(file_progress(console))
         for src in inputs:
             try:
-                _transcribe_one(engine, src, options, targets_for(src), progress, len(inputs) > 1)
+                transcribe_file(
+                    engine,
+                    src,
+                    options,
+                    targets_for(src),
+                    label=len(inputs) > 1,
+                    progress=None if progress is None else _bar(progress),
+                )
             except LivewhisperError as exc:
                 failed += 1
                 fail(str(exc))
@@ -216,54 +173,18 @@ def file_command(
         sys.exit(1)
 
 
-def _transcribe_one(
-    engine: Any,
-    src: str,
-    options: Any,
-    targets: list[_Target],
-    progress: Any,
-    many: bool,
-) -> None:
-    from livewhisper.audio.files import open_audio
-    from livewhisper.engine.contract import FileInfo
-    from livewhisper.writers import make_writer
+def _bar(progress: Any) -> Progress:
+    """The progress bar's task for each input, kept up to date as it is transcribed."""
 
-    audio = open_audio(src)
-    info = FileInfo()
-    task_id = None
-    if progress is not None:
-        task_id = progress.add_task(
-            Path(audio.name).name, total=audio.declared_duration, started=time.monotonic()
-        )
-    interrupted = False
-    with _open_targets(targets) as opened:
-        writers = [make_writer(t.fmt, f) for t, f in opened]
-        extra = {"file": audio.name} if many else None
-        for w in writers:
-            w.begin()
-        try:
-            for segment in engine.transcribe_blocks(audio.blocks(), options, info=info):
-                for w in writers:
-                    w.write(segment, extra)
-                if progress is not None:
-                    progress.update(task_id, completed=segment.end)
-        except KeyboardInterrupt:
-            # Keep what is done: the writers end and the files are renamed into place.
-            interrupted = True
-        meta = {
-            "file": audio.name,
-            "model": engine.name,
-            "language": info.language,
-            "duration": round(info.duration, 3),
-        }
-        for w in writers:
-            w.end(meta)
-    if progress is not None:
-        progress.update(task_id, total=info.duration, completed=info.duration)
-    if interrupted:
-        done = info.segments[-1].end if info.segments else 0.0
-        raise KeyboardInterrupt(f"{audio.name}: interrupted; the transcript covers {done:.1f} s.")
-    if audio.problem:
-        raise LivewhisperError(
-            f"{audio.name}: {audio.problem}; the transcript covers the first {info.duration:.1f} s."
-        )
+    def opened(name: str, declared: float | None) -> Callable[[float, float | None], None]:
+        task = progress.add_task(Path(name).name, total=declared, started=time.monotonic())
+
+        def advanced(seconds: float, total: float | None) -> None:
+            if total is None:
+                progress.update(task, completed=seconds)
+            else:
+                progress.update(task, total=total, completed=seconds)
+
+        return advanced
+
+    return opened

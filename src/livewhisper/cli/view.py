@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
@@ -31,7 +32,11 @@ def meter(level_db: float, width: int = 20, floor: float = -60.0) -> Text:
 
 class LiveView:
     """Status line, level meter, model and device, last latency and, when *show_lines*,
-    the most recent finished lines. `status` is polled on each refresh."""
+    the most recent finished lines. `status` is polled on each refresh.
+
+    Events arrive on the scheduler's thread and `render` runs on Rich's refresh
+    thread: the lines and the partial are guarded by a lock, and `render` works on
+    a copy of them."""
 
     def __init__(
         self,
@@ -51,6 +56,7 @@ class LiveView:
         self.device = device
         self.show_lines = show_lines
         self.quiet_after = quiet_after
+        self._lock = threading.Lock()
         self.lines: deque[str] = deque(maxlen=lines)
         self.partial: TextEvent | None = None
         self._live = Live(
@@ -65,13 +71,14 @@ class LiveView:
 
     def add_final(self, event: TextEvent) -> None:
         """Take an event: a final becomes a line, a partial the line still changing."""
-        if event.type == "partial":
-            self.partial = event
-            return
-        if self.partial is not None and self.partial.id <= event.id:
-            self.partial = None
-        if self.show_lines:
-            self.lines.append(event.text)
+        with self._lock:
+            if event.type == "partial":
+                self.partial = event
+                return
+            if self.partial is not None and self.partial.id <= event.id:
+                self.partial = None
+            if self.show_lines:
+                self.lines.append(event.text)
 
     add_event = add_final
 
@@ -90,9 +97,11 @@ class LiveView:
         if s.overflows:
             head.append(f"   overflows {s.overflows}", style="bold red")
         info = Text(f"{self.model} · {self.device} · {_clock(s.time)}", style="dim")
-        parts: list[RenderableType] = [Text(line) for line in self.lines]
-        if self.partial is not None:
-            parts.append(partial_text(self.partial))
+        with self._lock:
+            lines, partial = list(self.lines), self.partial
+        parts: list[RenderableType] = [Text(line) for line in lines]
+        if partial is not None:
+            parts.append(partial_text(partial))
         parts += [head, info]
         if s.silent_for >= self.quiet_after and s.state == "listening":
             parts.append(

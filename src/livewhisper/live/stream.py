@@ -171,9 +171,10 @@ class LiveStream:
         self.key: Hashable = key if key is not None else f"stream-{next(_ids)}"
         detector = detector or webrtc_detector(self.options.vad_level)
         self.segmenter = Segmenter(detector, self.options.segmenter)
-        self.latencies: list[float] = []
+        # Written on the scheduler's thread, read anywhere: guarded by _lock.
+        self._latencies: list[float] = []
         self._runs: deque[float] = deque(maxlen=5)  # seconds the last finals took to decode
-        self.error: BaseException | None = None
+        self._error: BaseException | None = None
         self._rest = np.zeros(0, np.float32)
         self._fed = 0  # samples fed so far
         self._levels: deque[float] = deque(maxlen=10)
@@ -202,7 +203,26 @@ class LiveStream:
     @property
     def utterances(self) -> int:
         """Finals emitted with text so far."""
-        return self._utterances
+        with self._lock:
+            return self._utterances
+
+    @property
+    def latencies(self) -> list[float]:
+        """Seconds from each utterance's close (or its sentence's end) to its final."""
+        with self._lock:
+            return list(self._latencies)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The first error of an output or of the engine; the stream's owner decides
+        what to do about it."""
+        with self._lock:
+            return self._error
+
+    def _fail(self, exc: BaseException | None) -> None:
+        """Keep *exc* as the stream's error unless it already has one (lock held)."""
+        if self._error is None:
+            self._error = exc
 
     # ------------------------------------------------------------------ input
 
@@ -316,7 +336,8 @@ class LiveStream:
         known: JobResult | None = None,
         on_done: Callable[[JobResult], None] | None = None,
     ) -> Job:
-        """A final job for utterance *uid*; *known* is a result it already has."""
+        """A final job for utterance *uid*; *known* is a result it already has (then
+        the caller holds the lock)."""
         job = Job(
             stream=self.key,
             kind="final",
@@ -331,7 +352,7 @@ class LiveStream:
             job.result = known.transcription
             job.submitted = known.job.submitted
             if known.error is not None:
-                self.error = self.error or known.error
+                self._fail(known.error)  # (the caller holds the lock when *known*)
         return job
 
     def _with_context(self, job: Job) -> TranscribeOptions:
@@ -379,11 +400,17 @@ class LiveStream:
                 return
             if not speculation.closed:
                 # Not final yet, but a hypothesis of the whole utterance so far.
+                event = None
                 if self.options.partials and self._open_id == uid and result.transcription:
-                    self._hypothesis(result, result.transcription, complete=True)
-                return
-            del self._speculation[uid]
-        self._done(result)
+                    event = self._hypothesis(result, result.transcription, complete=True)
+                partial = True
+            else:
+                del self._speculation[uid]
+                partial = False
+        if partial:
+            self._send(event)
+        else:
+            self._done(result)
 
     # ------------------------------------------------------------------ partials
 
@@ -432,17 +459,19 @@ class LiveStream:
                 self.options.partial_interval, result.ran / self.options.partial_share
             )
             if result.error is not None or result.transcription is None:
-                self.error = self.error or result.error
+                self._fail(result.error)
                 return
-            self._hypothesis(result, result.transcription)
+            event = self._hypothesis(result, result.transcription)
+        self._send(event)
 
     def _hypothesis(
         self, result: JobResult, transcription: Transcription, *, complete: bool = False
-    ) -> None:
-        """A new hypothesis of the open utterance (called with the lock held)."""
+    ) -> TextEvent | None:
+        """A new hypothesis of the open utterance (called with the lock held): the
+        partial event to send once the lock is released, if the text changed."""
         job = result.job
         if job.utterance != self._open_id:
-            return
+            return None
         self._heard_until = max(self._heard_until, job.offset + job.seconds)
         self._language = transcription.language or self._language  # for pieces
         words = hypothesis(transcription)
@@ -452,9 +481,9 @@ class LiveStream:
             self._changed = True
         text, stable = self._agreement.text, self._agreement.committed_text
         if not text or (text, stable) == self._last_partial:
-            return
+            return None
         self._last_partial = (text, stable)
-        event = TextEvent(
+        return TextEvent(
             type="partial",
             id=job.utterance,
             text=text,
@@ -463,7 +492,6 @@ class LiveStream:
             language=transcription.language,
             stable=stable,
         )
-        self._send(event)
 
     def _end_sentence(self) -> None:
         """On the audio thread: end the open utterance where a speculative final
@@ -489,9 +517,11 @@ class LiveStream:
             self._agreement.cut(sum(1 for w in committed if (w.start + w.end) / 2 < closed.end))
             self._agreement.tail = []
             self._forget_open(uid)
-        assert speculation.result is not None
+            # Its result is handed to the scheduler, which sends it in turn with the
+            # stream's other finals, on its own thread like every event.
+            job = self._job(uid, closed.audio, closed.start, known=speculation.result)
         log.info("utterance %d: a sentence ends at %.2f s", uid, closed.end)
-        self._done(speculation.result)
+        self.scheduler.submit(job)
         self._handle([e for e in events if e is not closed])
 
     def _maybe_cut(self) -> None:
@@ -538,12 +568,17 @@ class LiveStream:
 
     # ------------------------------------------------------------------ output
 
-    def _send(self, event: TextEvent) -> None:
+    def _send(self, event: TextEvent | None) -> None:
+        """Hand *event* to the output: on the scheduler's thread, never with the
+        lock held, so an output that blocks (a full pipe) holds up only the text,
+        not the audio."""
+        if event is None or self.emit is None:
+            return
         try:
-            if self.emit is not None:
-                self.emit(event)
+            self.emit(event)
         except LivewhisperError as exc:
-            self.error = self.error or exc
+            with self._lock:
+                self._fail(exc)
 
     def _done(self, result: JobResult) -> None:
         job = result.job
@@ -553,7 +588,8 @@ class LiveStream:
             if result.ran:
                 self._runs.append(result.ran)
         if result.error is not None or result.transcription is None:
-            self.error = self.error or result.error
+            with self._lock:
+                self._fail(result.error)
             return
         # The final is the decode of the whole utterance with its context, whatever
         # the partial passes settled on: they saw less audio, so they are right less
@@ -561,8 +597,8 @@ class LiveStream:
         text = result.transcription.text.strip()
         if not text:
             return  # the guards found no speech in it: no text is better than invented text
-        language = result.transcription.language or self._language
         with self._lock:
+            language = result.transcription.language or self._language
             self._language = language
             self._context.add(text, start=job.offset, end=self._real_end(job), language=language)
         event = TextEvent(
@@ -573,9 +609,10 @@ class LiveStream:
             end=self._real_end(job),
             language=language,
         )
-        self._utterances += 1
+        with self._lock:
+            self._utterances += 1
+            self._latencies.append(time.monotonic() - arrived)
         self._send(event)
-        self.latencies.append(time.monotonic() - arrived)
 
     def status(self) -> StreamStatus:
         with self._lock:
@@ -584,6 +621,8 @@ class LiveStream:
             usual = statistics.median(self._runs) if self._runs else 0.0
             heard_until = self._heard_until
             open_id = self._open_id
+            utterances = self._utterances
+            last_latency = self._latencies[-1] if self._latencies else None
         state: State = "speech" if self.segmenter.in_speech else "listening"
         if pending and state == "listening":
             state = "transcribing"
@@ -602,9 +641,9 @@ class LiveStream:
             time=now,
             level_db=max(self._levels, default=SILENCE_DB),
             silent_for=max(0.0, now - self._last_heard) if not self.segmenter.in_speech else 0.0,
-            utterances=self._utterances,
+            utterances=utterances,
             pending=pending,
-            last_latency=self.latencies[-1] if self.latencies else None,
+            last_latency=last_latency,
             behind=max(0.0, behind),
         )
 
