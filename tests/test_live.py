@@ -20,16 +20,11 @@ from livewhisper.errors import OutputError
 from livewhisper.live.agreement import HypWord
 from livewhisper.live.context import ContextOptions
 from livewhisper.live.contract import StreamStatus
+from livewhisper.live.cuts import ends_sentence, hypothesis, quietest_gap
 from livewhisper.live.segmenter import SegmenterOptions
 from livewhisper.live.session import Session, Summary
 from livewhisper.live.sinks import line_sink
-from livewhisper.live.stream import (
-    LiveStream,
-    StreamOptions,
-    _quietest_gap,
-    ends_sentence,
-    hypothesis,
-)
+from livewhisper.live.stream import LiveStream, StreamOptions
 from livewhisper.metrics import word_error_rate as wer
 from livewhisper.transcript import Segment, TextEvent, Word
 from scripted_decoder import CONFIDENT, INVENTED, ScriptedDecoder
@@ -717,7 +712,7 @@ def test_cuts_fall_between_words_with_believable_times() -> None:
     words = [HypWord(f"w{i}", 0.5 + i * 0.45, 0.5 + i * 0.45 + 0.4) for i in range(16)]
     # A word timed from its segment (start at the utterance start) gives no cut.
     words[7] = HypWord("w7", 0.0, 3.9)
-    cut = _quietest_gap(audio, start, words, min_piece=2.5)
+    cut = quietest_gap(audio, start, words, min_piece=2.5)
     assert cut is not None
     n, at = cut
     assert words[n - 1].end <= at + 0.07 and 4.75 <= at <= 5.05, cut

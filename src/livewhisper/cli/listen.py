@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,12 @@ from livewhisper.cli.options import (
 )
 from livewhisper.cli.serve import ServeSettings, serve_options, serve_until_interrupted, serving
 from livewhisper.errors import LivewhisperError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from livewhisper.live.session import Outputs, Partials, Session, SessionResult
+    from livewhisper.transcript import TextEvent
 
 LISTEN_EPILOG = "The JSON events are described in docs/listen.md."
 
@@ -170,8 +176,7 @@ def listen_command(
     from livewhisper.live.context import ContextOptions
     from livewhisper.live.recorder import AudioRecorder
     from livewhisper.live.segmenter import SegmenterOptions
-    from livewhisper.live.session import Session
-    from livewhisper.live.sinks import format_event, line_sink
+    from livewhisper.live.session import Session, partials_for
     from livewhisper.live.stream import StreamOptions
 
     if input_path is not None and (device is not None or device_rate is not None):
@@ -181,19 +186,17 @@ def listen_command(
     ).for_utterance()
     console = stderr_console()
     show_view = not quiet and console.is_terminal
-    stdout_is_view = show_view and sys.stdout.isatty()
-    # Partials on stdout: asked for, or JSON events; the live view always wants them.
-    stdout_partials = partials if partials is not None else fmt == "jsonl"
+    wants = partials_for(partials, fmt, view=show_view)
     options = StreamOptions(
         segmenter=SegmenterOptions(silence_ms=silence_ms, max_utterance_s=max_utterance),
         transcribe=transcribe,
         vad_level=vad_level,
-        partials=partials is not False and (stdout_partials or show_view),
+        partials=wants.stream,
         context=ContextOptions(words=context_words),
     )
     with contextlib.ExitStack() as stack:
         try:
-            sinks = _open_outputs(stack, output)
+            outputs = _open_outputs(stack, output)
             recorder = None
             if save_audio is not None:
                 recorder = AudioRecorder(save_audio)
@@ -210,54 +213,17 @@ def listen_command(
         scheduler = stack.enter_context(Scheduler(engine))
         if serve is not None:
             try:
-                served = dataclasses.replace(options, partials=partials is not False)
+                served = dataclasses.replace(options, partials=wants.served)
                 server = stack.enter_context(serving(serve, scheduler, served, console))
             except LivewhisperError as exc:
                 raise CliError(str(exc)) from exc
             if source is None:  # --serve-only: browsers, no local microphone
                 serve_until_interrupted()
                 return
-            sinks.append(server.local_emitter())
+            outputs.server = server.local_emitter()
         assert source is not None
-        session = Session(source, scheduler, options, sinks, recorder=recorder)
-        view = None
-        if show_view:
-            from livewhisper.cli.view import LiveView
-
-            view = LiveView(
-                console,
-                session.status,
-                model=engine.name,
-                device=source.name,
-                show_lines=not stdout_is_view,
-            )
-            session.sinks.append(view.add_final)
-            session.on_force = view.stop
-        if stdout_is_view and view is not None:
-            printer = view.print_line  # the view shows the partials
-
-            def print_final(event: Any) -> None:
-                if event.type == "final":
-                    printer(format_event(event, fmt))
-
-            session.sinks.insert(0, print_final)
-        else:
-            session.sinks.insert(0, line_sink(fmt, partials=stdout_partials))
-        if not quiet:
-            console.print(
-                f"Listening to {source.name} with {engine.name}; press Ctrl-C to stop.",
-                highlight=False,
-                markup=False,
-            )
-        try:
-            if view is not None:
-                with view:
-                    result = session.run()
-            else:
-                result = session.run()
-        except BrokenPipeError:
-            _quiet_stdout()
-            sys.exit(0)
+        session = Session(source, scheduler, options, recorder=recorder)
+        result = _run(session, outputs, console, engine.name, fmt, wants, quiet=quiet)
     if not quiet:
         console.print(str(result.summary), highlight=False, markup=False)
     if result.error is not None:
@@ -268,6 +234,62 @@ def listen_command(
         sys.exit(1)
 
 
+def _run(
+    session: Session,
+    outputs: Outputs,
+    console: Console,
+    model: str,
+    fmt: str,
+    wants: Partials,
+    *,
+    quiet: bool,
+) -> SessionResult:
+    """Run the session to its end with the live view (on a terminal) and the
+    outputs; Ctrl-C ends it normally, a second Ctrl-C at once."""
+    from livewhisper.cli.signals import interrupts
+    from livewhisper.live.sinks import format_event, line_sink
+
+    view = None
+    if not quiet and console.is_terminal:
+        from livewhisper.cli.view import LiveView
+
+        stdout_is_view = sys.stdout.isatty()
+        view = LiveView(
+            console,
+            session.status,
+            model=model,
+            device=session.source.name,
+            show_lines=not stdout_is_view,
+        )
+        outputs.view = view.add_final
+    if view is not None and sys.stdout.isatty():
+        printer = view.print_line  # the view shows the partials
+
+        def print_final(event: TextEvent) -> None:
+            if event.type == "final":
+                printer(format_event(event, fmt))
+
+        outputs.stdout = print_final
+    else:
+        outputs.stdout = line_sink(fmt, partials=wants.stdout)
+    session.sinks = outputs.sinks()
+    if not quiet:
+        console.print(
+            f"Listening to {session.source.name} with {model}; press Ctrl-C to stop.",
+            highlight=False,
+            markup=False,
+        )
+    try:
+        with interrupts(session.stop, before_exit=None if view is None else view.stop):
+            if view is None:
+                return session.run()
+            with view:
+                return session.run()
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(0)
+
+
 def _quiet_stdout() -> None:
     """The reader of stdout went away (such as `| head`): stop without a traceback."""
     import os
@@ -276,15 +298,16 @@ def _quiet_stdout() -> None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
 
 
-def _open_outputs(stack: contextlib.ExitStack, output: str | None) -> list[Any]:
+def _open_outputs(stack: contextlib.ExitStack, output: str | None) -> Outputs:
+    from livewhisper.live.session import Outputs
     from livewhisper.live.sinks import transcript_sink
     from livewhisper.writers import AppendingTranscript
 
     if output is None:
-        return []
+        return Outputs()
     transcript = AppendingTranscript(output)
     stack.callback(transcript.close)
-    return [transcript_sink(transcript)]
+    return Outputs(transcript=transcript_sink(transcript))
 
 
 def _open_source(

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import statistics
 import threading
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
 
 from livewhisper.audio.sources import Source
 from livewhisper.engine.scheduler import Scheduler
@@ -18,6 +13,43 @@ from livewhisper.live.contract import Emit, StreamStatus
 from livewhisper.live.recorder import AudioRecorder
 from livewhisper.live.stream import LiveStream, StreamOptions
 from livewhisper.transcript import TextEvent
+
+
+@dataclass(frozen=True)
+class Partials:
+    """Who gets partial text in a session."""
+
+    stream: bool  # the local stream makes partial passes at all
+    stdout: bool  # partial events are written to standard output
+    served: bool  # the server's sessions make them
+
+
+def partials_for(asked: bool | None, fmt: str, *, view: bool) -> Partials:
+    """``--partials`` / ``--no-partials``, or neither (*asked* None): JSON events on
+    stdout carry partials unless turned off; plain text has only finals; a live view
+    always wants them; ``--no-partials`` turns them off everywhere, browsers
+    included. Partial passes cost CPU, so the stream makes them only when someone
+    shows them."""
+    stdout = asked if asked is not None else fmt == "jsonl"
+    return Partials(
+        stream=asked is not False and (stdout or view), stdout=stdout, served=asked is not False
+    )
+
+
+@dataclass
+class Outputs:
+    """A session's outputs. Every event goes to each in this order (standard output
+    first, so a pipe sees a line before anything else is done with it), and each
+    gets it even if one before it fails."""
+
+    stdout: Emit | None = None
+    transcript: Emit | None = None  # the -o file
+    server: Emit | None = None  # the local stream's captions, with --serve
+    view: Emit | None = None
+
+    def sinks(self) -> list[Emit]:
+        order = (self.stdout, self.transcript, self.server, self.view)
+        return [emit for emit in order if emit is not None]
 
 
 @dataclass(frozen=True)
@@ -49,8 +81,8 @@ class SessionResult:
 class Session:
     """``livewhisper listen``: a source through one `LiveStream` into the sinks.
 
-    The first Ctrl-C ends the session normally (the open utterance is transcribed
-    and written); a second one exits at once with status 130.
+    Setting `stop` (the command line does on Ctrl-C) ends the session normally: the
+    open utterance is transcribed and written before `run` returns.
     """
 
     def __init__(
@@ -70,7 +102,6 @@ class Session:
         self.finish_timeout = finish_timeout
         self.stop = threading.Event()
         self.stream = LiveStream(scheduler, options, self._emit)
-        self.on_force: Callable[[], None] | None = None  # called before a forced exit
 
     def _emit(self, event: TextEvent) -> None:
         error: LivewhisperError | None = None
@@ -87,21 +118,20 @@ class Session:
 
     def run(self) -> SessionResult:
         error: LivewhisperError | None = None
-        with self._sigint():
-            try:
-                for block in self.source.blocks(self.stop):
-                    self.stream.feed(block)
-                    if self.recorder is not None:
-                        self.recorder.write(block)
-                    if self.stream.error is not None:
-                        break
-            except LivewhisperError as exc:
-                error = exc
-            finally:
-                self.source.close()
-            self.stream.finish(self.finish_timeout)
-            if self.recorder is not None:
-                self.recorder.close()
+        try:
+            for block in self.source.blocks(self.stop):
+                self.stream.feed(block)
+                if self.recorder is not None:
+                    self.recorder.write(block)
+                if self.stream.error is not None:
+                    break
+        except LivewhisperError as exc:
+            error = exc
+        finally:
+            self.source.close()
+        self.stream.finish(self.finish_timeout)
+        if self.recorder is not None:
+            self.recorder.close()
         stream_error = self.stream.error
         if isinstance(stream_error, LivewhisperError):
             error = error or stream_error
@@ -111,25 +141,3 @@ class Session:
             self.stream.segmenter.time, self.stream.utterances, tuple(self.stream.latencies)
         )
         return SessionResult(summary, error, self.stop.is_set())
-
-    @contextlib.contextmanager
-    def _sigint(self) -> Iterator[None]:
-        """Own SIGINT for the session (only possible on the main thread)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if not self.stop.is_set():
-                self.stop.set()
-                return
-            if self.on_force is not None:
-                with contextlib.suppress(Exception):
-                    self.on_force()
-            os._exit(130)
-
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
-import re
 import statistics
 import threading
 import time
@@ -25,12 +23,12 @@ from livewhisper.audio.pcm import SILENCE_DB, level_db
 from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.scheduler import Job, JobResult, Scheduler
 from livewhisper.errors import LivewhisperError
-from livewhisper.live.agreement import Agreement, HypWord, key
+from livewhisper.live.agreement import Agreement
 from livewhisper.live.context import Context, ContextOptions
 from livewhisper.live.contract import Emit, State, StreamStatus
+from livewhisper.live.cuts import ends_sentence, hypothesis, quietest_gap
 from livewhisper.live.segmenter import (
     FRAME_SAMPLES,
-    FRAME_SECONDS,
     SAMPLE_RATE,
     Detector,
     Segmenter,
@@ -41,7 +39,7 @@ from livewhisper.live.segmenter import (
     UtteranceDropped,
     webrtc_detector,
 )
-from livewhisper.transcript import TextEvent, Word
+from livewhisper.transcript import TextEvent
 
 log = logging.getLogger(__name__)
 
@@ -94,33 +92,6 @@ class StreamOptions:
     sentence_ends: bool = True
     #: What of the stream's earlier finals each decode is given as previous text.
     context: ContextOptions = field(default_factory=ContextOptions)
-
-
-def hypothesis(transcription: Transcription) -> list[HypWord]:
-    """The words of a transcription, with their times when it has them.
-
-    Words are always the text split at spaces: Whisper's timed words can split one
-    ("re" and "-record" of "re-record"), and a hypothesis with word times must
-    compare with one without (a final, a speculative pass) word for word."""
-    out: list[HypWord] = []
-    for segment in transcription.segments:
-        if segment.words:
-            out += _spaced_words(segment.words)
-        else:
-            out += [HypWord(t, segment.start, segment.end) for t in segment.text.split()]
-    return [w for w in out if key(w.text)]
-
-
-def _spaced_words(words: tuple[Word, ...]) -> list[HypWord]:
-    """Timed words regrouped at spaces; each takes the times of the pieces it joins."""
-    text, owner = "", []
-    for i, w in enumerate(words):
-        text += w.word
-        owner += [i] * len(w.word)
-    return [
-        HypWord(m.group(), words[owner[m.start()]].start, words[owner[m.end() - 1]].end)
-        for m in re.finditer(r"\S+", text)
-    ]
 
 
 @dataclass
@@ -540,7 +511,7 @@ class LiveStream:
         if opened is None or opened[0] != self._open_id:
             return
         uid, audio, start = opened
-        cut = _quietest_gap(
+        cut = quietest_gap(
             audio,
             start,
             committed,
@@ -646,64 +617,3 @@ class LiveStream:
             last_latency=last_latency,
             behind=max(0.0, behind),
         )
-
-
-def _quietest_gap(
-    audio: np.ndarray,
-    start: float,
-    committed: list[HypWord],
-    *,
-    min_piece: float,
-    sentences: bool = False,
-) -> tuple[int, float] | None:
-    """Where to cut committed speech: ``(words before the cut, stream time)``.
-
-    Between every two committed words (the first piece at least *min_piece* long)
-    the quietest boundary between two 30 ms frames near their gap is found (the
-    quietest pair of frames around it); the quietest of those wins, so a breath or
-    a pause is preferred to a join inside a phrase, and neither side of the cut
-    keeps the edge of a word. With *sentences*, only gaps after a word that ends a
-    sentence (``.``, ``?``, ``!``) are candidates.
-    """
-    frames = len(audio) // FRAME_SAMPLES
-    if frames < 2:
-        return None
-    energy = np.square(audio[: frames * FRAME_SAMPLES].reshape(frames, FRAME_SAMPLES)).mean(axis=1)
-    best: tuple[float, int, float] | None = None
-    for i in range(len(committed) - 1):
-        left, right = committed[i], committed[i + 1]
-        if left.end - start < min_piece or (sentences and not _ends_sentence(left.text)):
-            continue
-        low, high = sorted((left.end, right.start))
-        if right.start < left.start or high - low > 1.0:
-            continue  # times that do not look like two words in a row: no cut there
-        lo = max(1, int((low - 0.06 - start) / FRAME_SECONDS))
-        hi = min(frames - 1, int(math.ceil((high + 0.06 - start) / FRAME_SECONDS)))
-        if hi <= lo:
-            continue
-        pairs = energy[lo - 1 : hi] + energy[lo : hi + 1]  # frames k-1 and k, k in lo..hi
-        k = lo + int(np.argmin(pairs))
-        if best is None or pairs[k - lo] < best[0]:
-            best = (float(pairs[k - lo]), i + 1, start + k * FRAME_SECONDS)
-    return None if best is None else (best[1], best[2])
-
-
-#: Words after which a full stop does not end a sentence.
-_TITLES = frozenset({"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "mt."})
-
-
-def _ends_sentence(word: str) -> bool:
-    return word.rstrip("\"')»”’").endswith((".", "?", "!", "。", "？", "！"))
-
-
-def ends_sentence(text: str) -> bool:
-    """Whether *text* ends a sentence: a full stop, question or exclamation mark at
-    its end, not an ellipsis (Whisper's mark for speech that goes on) and not the
-    stop of a title such as "Mr."."""
-    words = text.split()
-    if not words:
-        return False
-    last = words[-1].rstrip("\"')»”’")
-    if last.endswith(("..", "…")) or last.lower() in _TITLES:
-        return False
-    return _ends_sentence(last)
