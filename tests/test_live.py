@@ -769,3 +769,25 @@ def test_an_output_that_blocks_does_not_stall_the_audio() -> None:
             release.set()
         assert stream.finish(timeout=10)
     assert [e.type for e in got][-1] == "final"
+
+
+def test_streams_of_one_session_share_one_id_sequence_and_name_their_source(
+    scheduler: Scheduler,
+) -> None:
+    from livewhisper.live.streams import Streams
+
+    events: list[TextEvent] = []
+    streams = Streams(scheduler, OPTIONS)
+    me = streams.open(events.append, source="me", detector=loud)
+    them = streams.open(events.append, source="them", detector=loud)
+    # Turns: me at 0.5 s, them at 2.0 s, me again at 3.5 s.
+    me.feed(beeps((0.5, 1.0)))
+    them.feed(beeps((2.0, 1.0)))
+    me.feed(beeps((1.5, 1.0), (1.0, 0.0)))
+    them.feed(beeps((1.0, 0.0)))
+    assert me.finish(timeout=10) and them.finish(timeout=10)
+    by_source = {(e.source, e.id) for e in events}
+    assert by_source == {("me", 0), ("them", 1), ("me", 2)}
+    assert events[0].to_dict()["source"] in ("me", "them")
+    # A lone stream's events are as before: no source field.
+    assert "source" not in TextEvent("final", 0, "x", 0.0, 1.0).to_dict()

@@ -54,7 +54,8 @@ class TextEvent:
     ``partial`` events show the current hypothesis of an utterance that is still
     open; the ``final`` event with the same ``id`` replaces them for good.
     ``stable`` is the prefix of ``text`` that will not change any more.
-    Times are seconds since the stream started.
+    Times are seconds since the stream started. ``source`` names the input it
+    was heard on when a session has more than one (None: the only one).
     """
 
     type: EventType
@@ -65,6 +66,7 @@ class TextEvent:
     language: str | None = None
     stable: str = ""
     words: tuple[Word, ...] = field(default=())
+    source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -79,4 +81,6 @@ class TextEvent:
             out["stable"] = self.stable
         if self.words:
             out["words"] = [w.to_dict() for w in self.words]
+        if self.source is not None:
+            out["source"] = self.source
         return out

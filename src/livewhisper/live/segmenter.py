@@ -7,8 +7,9 @@ counted from the frames fed, never from the wall clock.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,8 +94,17 @@ def _frames(ms: float) -> int:
 class Segmenter:
     """Feed it `FRAME_SAMPLES`-sample frames; it returns the events each frame causes."""
 
-    def __init__(self, detector: Detector, options: SegmenterOptions | None = None) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        options: SegmenterOptions | None = None,
+        *,
+        ids: Iterator[int] | None = None,
+    ) -> None:
+        """*ids* numbers the utterances as they start (0, 1, 2... by default); the
+        inputs of one session share one, so ids are unique across them."""
         self.detector = detector
+        self._ids = ids if ids is not None else itertools.count()
         self.options = o = options or SegmenterOptions()
         self._pre_roll_frames = _frames(o.pre_roll_ms)
         self._start_frames = _frames(o.start_ms)
@@ -107,7 +117,7 @@ class Segmenter:
         self._max_frames = _frames(o.max_utterance_s * 1000)
         self._search_frames = _frames(o.cut_search_s * 1000)
         self._frames_fed = 0
-        self._next_id = 0
+        self._next_id = -1  # the open utterance's, drawn from _ids when it starts
         # The open utterance: its frames, their speech flags, and its first frame's index.
         self._open: list[np.ndarray] | None = None
         self._voiced: list[bool] = []
@@ -206,6 +216,7 @@ class Segmenter:
         self._trailing_silence = 0
         self._pre_roll.clear()
         self._window.clear()
+        self._next_id = next(self._ids)
         return [SpeechStarted(self._next_id, self._first * FRAME_SECONDS)]
 
     def _close(self, keep: int, *, forced: bool) -> list[Event]:
@@ -213,7 +224,6 @@ class Segmenter:
         frames, voiced = self._open[:keep], self._voiced[:keep]
         rest, rest_voiced = self._open[keep:], self._voiced[keep:]
         uid, first = self._next_id, self._first
-        self._next_id += 1
         self._open = None
         start, end = first * FRAME_SECONDS, (first + len(frames)) * FRAME_SECONDS
         events: list[Event]
@@ -230,6 +240,7 @@ class Segmenter:
                 if flag:
                     break
                 self._trailing_silence += 1
+            self._next_id = next(self._ids)
             events.append(SpeechStarted(self._next_id, self._first * FRAME_SECONDS))
         else:
             # The silence after the kept tail seeds the pre-roll of the next utterance.

@@ -11,7 +11,8 @@ from livewhisper.engine.scheduler import Scheduler
 from livewhisper.errors import LivewhisperError
 from livewhisper.live.contract import Emit, StreamStatus
 from livewhisper.live.recorder import AudioRecorder
-from livewhisper.live.stream import LiveStream, StreamOptions
+from livewhisper.live.stream import StreamOptions
+from livewhisper.live.streams import Streams
 from livewhisper.transcript import TextEvent
 
 
@@ -101,7 +102,7 @@ class Session:
         self.recorder = recorder
         self.finish_timeout = finish_timeout
         self.stop = threading.Event()
-        self.stream = LiveStream(scheduler, options, self._emit)
+        self.stream = Streams(scheduler, options).open(self._emit)
 
     def _emit(self, event: TextEvent) -> None:
         error: LivewhisperError | None = None

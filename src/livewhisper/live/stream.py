@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -135,13 +135,16 @@ class LiveStream:
         *,
         key: Hashable | None = None,
         detector: Detector | None = None,
+        source: str | None = None,
+        ids: Iterator[int] | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.options = options or StreamOptions()
         self.emit = emit
         self.key: Hashable = key if key is not None else f"stream-{next(_ids)}"
+        self.source = source  # the input's name on its events, when there are several
         detector = detector or webrtc_detector(self.options.vad_level)
-        self.segmenter = Segmenter(detector, self.options.segmenter)
+        self.segmenter = Segmenter(detector, self.options.segmenter, ids=ids)
         # Written on the scheduler's thread, read anywhere: guarded by _lock.
         self._latencies: list[float] = []
         self._runs: deque[float] = deque(maxlen=5)  # seconds the last finals took to decode
@@ -462,6 +465,7 @@ class LiveStream:
             end=self._real_end(job),
             language=transcription.language,
             stable=stable,
+            source=self.source,
         )
 
     def _end_sentence(self) -> None:
@@ -579,6 +583,7 @@ class LiveStream:
             start=job.offset,
             end=self._real_end(job),
             language=language,
+            source=self.source,
         )
         with self._lock:
             self._utterances += 1
