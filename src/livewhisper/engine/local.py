@@ -196,6 +196,10 @@ class Engine:
         applies before falling back to a higher temperature: compression ratio and
         average log-probability. Otherwise None, and the caller decodes the full
         window with the whole fallback.
+
+        (One decode written out step by step, in faster-whisper's own order:
+        features, encoding, language, prompt, generation, checks, word times. It is
+        kept whole so that it can be read against faster-whisper's code.)
         """
         import ctranslate2
         from faster_whisper.tokenizer import Tokenizer
