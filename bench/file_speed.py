@@ -9,7 +9,7 @@ B. a small plain faster-whisper script (``PLAIN`` below):
    ``WhisperModel(DIR, device="cpu", compute_type="int8", cpu_threads=N)
    .transcribe(PATH, beam_size=5, vad_filter=True)`` with every segment consumed,
    DIR being the directory livewhisper loads the model from
-   (``livewhisper.models.locate(M).path``).
+   (``livewhisper.engine.models.locate(M).path``).
 
 livewhisper's defaults differ from faster-whisper's only in ``vad_filter=True``
 (see ``engine.TranscribeOptions``); English-only models get ``language="en"``
