@@ -420,7 +420,19 @@ def test_a_pause_that_ends_no_sentence_keeps_one_utterance() -> None:
     got = sentences(SentenceEngine(ellipsis=True), 0.3)
     assert [e.text for _, e in got] == ["s1 s2..."]
     # Without sentence ends, as before: one utterance for the two.
-    assert [e.text for _, e in sentences(SentenceEngine(), 0.3, sentence_ends=False)] == ["s1 s2."]
+    assert [e.text for _, e in sentences(SentenceEngine(), 0.3, sentence_silence=None)] == [
+        "s1 s2."
+    ]
+
+
+def test_a_sentence_needs_the_pause_it_is_given_to_end() -> None:
+    # 0.4 s of silence after a sentence's end: a 0.3 s pause is too short...
+    got = sentences(SentenceEngine(), 0.3, sentence_silence=0.4)
+    assert [e.text for _, e in got] == ["s1 s2."]
+    # ...a 0.45 s one is enough, though shorter than the 0.5 s that ends any utterance.
+    got = sentences(SentenceEngine(), 0.45, sentence_silence=0.4)
+    assert [e.text for _, e in got] == ["s1.", "s2."]
+    assert got[0][1].end == pytest.approx(2.15, abs=0.04)
 
 
 def test_a_sentence_end_in_a_long_pause_needs_one_decode() -> None:

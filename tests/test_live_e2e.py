@@ -183,7 +183,8 @@ def test_microphone_at_48k_ctrl_c_mid_utterance_keeps_it(
     virtual_mic: VirtualMic, tmp_path: Path, speech: Callable[[str], np.ndarray]
 ) -> None:
     # 3.5 s of the JFK clip, cut off mid-sentence: the utterance is still open when
-    # the player ends, and a long --silence-ms keeps it open until Ctrl-C.
+    # the player ends, and a long --silence-ms keeps it open until Ctrl-C (however
+    # the words heard so far end).
     clip = tmp_path / "cut.wav"
     with wave.open(str(clip), "wb") as w:
         w.setnchannels(1)
@@ -191,7 +192,8 @@ def test_microphone_at_48k_ctrl_c_mid_utterance_keeps_it(
         w.setframerate(16000)
         w.writeframes(pcm(speech("jfk.flac")[: int(3.5 * 16000)]))
     run = Listen(
-        ["--device", "pulse", "--device-rate", "48000", "--silence-ms", "3000"],
+        ["--device", "pulse", "--device-rate", "48000"]
+        + ["--silence-ms", "3000", "--sentence-silence-ms", "3000"],
         virtual_mic.environ(),
     )
     run.wait_line("stderr", "Listening to pulse (ALSA, 48000 Hz)", 60)

@@ -90,6 +90,14 @@ def _live_model_options(func: Any) -> Any:
     help="Silence that ends an utterance, in milliseconds.",
 )
 @click.option(
+    "--sentence-silence-ms",
+    type=click.IntRange(min=0),
+    default=150,
+    show_default=True,
+    help="Silence after the end of a sentence that ends the utterance sooner, in "
+    "milliseconds (at least --silence-ms: only --silence-ms ends one).",
+)
+@click.option(
     "--max-utterance",
     type=click.FloatRange(min=5.0),
     default=15.0,
@@ -148,6 +156,7 @@ def listen_command(
     initial_prompt: str | None,
     vad_level: int,
     silence_ms: int,
+    sentence_silence_ms: int,
     max_utterance: float,
     fmt: str,
     output: str | None,
@@ -192,6 +201,7 @@ def listen_command(
         transcribe=transcribe,
         vad_level=vad_level,
         partials=wants.stream,
+        sentence_silence=sentence_silence_ms / 1000 if sentence_silence_ms < silence_ms else None,
         context=ContextOptions(words=context_words),
     )
     with contextlib.ExitStack() as stack:

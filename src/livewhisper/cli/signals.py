@@ -9,16 +9,26 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+#: What ends a session normally: Ctrl-C, and what systemd, Docker, ``timeout`` and
+#: ``kill`` send (SIGTERM), and a closed terminal (SIGHUP).
+ENDING = tuple(
+    s
+    for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+    if s
+)
+
 
 @contextlib.contextmanager
 def interrupts(
     stop: threading.Event, *, before_exit: Callable[[], None] | None = None
 ) -> Iterator[None]:
-    """Own Ctrl-C (SIGINT) while the block runs: the first sets *stop*, so the session
-    ends normally (its open utterance is transcribed and written); a second exits at
-    once with status 130, after *before_exit* (such as stopping the live view, so
-    the terminal is left clean). Off the main thread, where Python cannot take
-    signals, nothing changes."""
+    """Own the ending signals while the block runs: the first sets *stop*, so the
+    session ends normally (its open utterance is transcribed and written, the
+    summary printed, exit status 0); a second exits at once with 128 + the signal's
+    number, after *before_exit* (such as stopping the live view, so the terminal is
+    left clean). What is already written stays whole: transcript lines are synced
+    as they are written. Off the main thread, where Python cannot take signals,
+    nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -30,10 +40,11 @@ def interrupts(
         if before_exit is not None:
             with contextlib.suppress(Exception):
                 before_exit()
-        os._exit(130)
+        os._exit(128 + signum)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in ENDING}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, old in previous.items():
+            signal.signal(s, old)

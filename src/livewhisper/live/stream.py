@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from livewhisper.audio.pcm import SILENCE_DB, level_db
+from livewhisper.audio.pcm import SAMPLE_RATE, SILENCE_DB, level_db
 from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.scheduler import Job, JobResult, Scheduler
 from livewhisper.errors import LivewhisperError
@@ -29,7 +29,7 @@ from livewhisper.live.contract import Emit, State, StreamStatus
 from livewhisper.live.cuts import ends_sentence, hypothesis, quietest_gap
 from livewhisper.live.segmenter import (
     FRAME_SAMPLES,
-    SAMPLE_RATE,
+    FRAME_SECONDS,
     Detector,
     Segmenter,
     SegmenterOptions,
@@ -85,11 +85,14 @@ class StreamOptions:
     #: Start the final when the silence begins (``tail_ms`` into it) instead of when
     #: the utterance closes; kept if no speech follows.
     speculate: bool = True
-    #: A final started at a pause whose text ends a sentence is kept at once, and the
-    #: utterance ends there, whether the silence lasts or speech resumes: a sentence
-    #: followed by a pause shorter than ``silence_ms`` is final without waiting for
-    #: the next one. Needs `speculate`.
-    sentence_ends: bool = True
+    #: Seconds of silence after the end of a sentence that end the utterance (None:
+    #: only ``silence_ms`` does). A final started at a pause (`speculate`) whose text
+    #: ends a sentence is kept once the pause has lasted this long, and the utterance
+    #: ends there, whether the silence goes on or speech resumes: a sentence followed
+    #: by a pause shorter than ``silence_ms`` is final without waiting for the next.
+    #: The pause is measured from the end of speech; below the segmenter's
+    #: ``tail_ms`` it acts as ``tail_ms``.
+    sentence_silence: float | None = 0.15
     #: What of the stream's earlier finals each decode is given as previous text.
     context: ContextOptions = field(default_factory=ContextOptions)
 
@@ -102,6 +105,7 @@ class _Speculation:
     samples: int
     closed: bool = False  # the utterance closed with exactly this audio
     resumed: bool = False  # speech went on after the pause it was started at
+    resumed_at: float = 0.0  # ...at this stream time
     result: JobResult | None = None
 
     @property
@@ -240,8 +244,11 @@ class LiveStream:
                 # of the whole utterance, but it may still end a sentence.
                 speculation = self._speculation.get(self._open_id)  # type: ignore[arg-type]
                 if speculation is not None and not speculation.resumed:
-                    if self.options.sentence_ends and speculation.result is None:
+                    if self._sentence_end is speculation or (
+                        self.options.sentence_silence is not None and speculation.result is None
+                    ):
                         speculation.resumed = True
+                        speculation.resumed_at = self.segmenter.time - FRAME_SECONDS
                     else:
                         del self._speculation[speculation.job.utterance]
         if self.options.partials:
@@ -361,7 +368,7 @@ class LiveStream:
             speculation.result = result
             if (
                 not speculation.closed
-                and self.options.sentence_ends
+                and self.options.sentence_silence is not None
                 and self._open_id == uid
                 and result.transcription is not None
                 and ends_sentence(result.transcription.text)
@@ -469,15 +476,27 @@ class LiveStream:
         )
 
     def _end_sentence(self) -> None:
-        """On the audio thread: end the open utterance where a speculative final
-        that ends a sentence was started, and make that final."""
+        """On the audio thread: once the pause after a speculative final that ends a
+        sentence has lasted `StreamOptions.sentence_silence`, end the open utterance
+        where that final was started, and make it the final."""
         if self._sentence_end is None:
             return
+        assert self.options.sentence_silence is not None
         with self._lock:
-            speculation, self._sentence_end = self._sentence_end, None
+            speculation = self._sentence_end
             if speculation is None or self._speculation.get(self._open_id) is not speculation:  # type: ignore[arg-type]
+                self._sentence_end = None
                 return  # the utterance closed or was cut since
             uid = speculation.job.utterance
+            tail = self.options.segmenter.tail_ms / 1000
+            paused = speculation.end - tail
+            heard = speculation.resumed_at if speculation.resumed else self.segmenter.time
+            if heard - paused < self.options.sentence_silence - 1e-6:
+                if speculation.resumed:  # a pause too short to end the sentence
+                    self._sentence_end = None
+                    del self._speculation[uid]
+                return
+            self._sentence_end = None
         events = self.segmenter.split(speculation.end)
         closed = next((e for e in events if isinstance(e, UtteranceClosed)), None)
         if closed is None or closed.id != uid or len(closed.audio) != speculation.samples:
