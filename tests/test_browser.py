@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from livewhisper.metrics import word_error_rate as wer
-from livewhisper.serve.server import ServerOptions, ServerThread, live_streams
+from livewhisper.serve.options import ServerOptions
+from livewhisper.serve.streams import live_streams
+from livewhisper.serve.thread import ServerThread
 
 CHROMIUM = "/usr/bin/chromium"
 

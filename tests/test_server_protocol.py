@@ -26,7 +26,9 @@ from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatu
 
 from livewhisper.audio.containers import encode
 from livewhisper.metrics import word_error_rate as wer
-from livewhisper.serve.server import LiveServer, ServerOptions, StreamRequest, running
+from livewhisper.serve.options import ServerOptions
+from livewhisper.serve.server import LiveServer, running
+from livewhisper.serve.streams import StreamRequest
 from livewhisper.transcript import TextEvent
 
 T = TypeVar("T")
@@ -44,8 +46,10 @@ class CountingStream:
     """
 
     worker = ThreadPoolExecutor(max_workers=1)
+    error: BaseException | None = None  # the stream contract (live.contract.AudioStream)
 
     def __init__(self, request: StreamRequest, emit: Callable[[TextEvent], None]) -> None:
+        self.key = object()
         self.request = request
         self.emit = emit
         self.samples = 0
@@ -394,6 +398,41 @@ def test_token_is_required_when_set() -> None:
     run(main())
 
 
+def test_a_server_off_loopback_makes_a_token_unless_told_not_to() -> None:
+    # The rule is the server's, so the Python API gets it as the CLI does.
+    assert LiveServer(ServerOptions(), CountingStream).options.token is None
+    token = LiveServer(ServerOptions(host="0.0.0.0"), CountingStream).options.token
+    assert token is not None and len(token) >= 16
+    given = ServerOptions(host="0.0.0.0", token="s3cret")
+    assert LiveServer(given, CountingStream).options.token == "s3cret"
+    open_to_all = ServerOptions(host="0.0.0.0", no_token=True)
+    assert LiveServer(open_to_all, CountingStream).options.token is None
+
+
+def test_pcm_is_converted_and_resampled_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from livewhisper.audio.pcm import Resampler
+    from livewhisper.serve import intake
+
+    threads: set[int] = set()
+
+    class Watched(Resampler):
+        def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+            threads.add(threading.get_ident())
+            return super().__call__(block, last)
+
+    monkeypatch.setattr(intake, "Resampler", Watched)
+
+    async def main() -> None:
+        async with serve() as server:
+            messages = await session_of(server, tone(1.0, 48_000), sample_rate=48_000)
+            assert [m["type"] for m in messages][-2:] == ["final", "stopped"]
+        assert threads and threading.get_ident() not in threads
+
+    run(main())
+
+
 def test_origin_must_match_unless_allowed() -> None:
     async def main() -> None:
         async with serve(allow_origins=("https://studio.example",)) as server:
@@ -577,7 +616,7 @@ def scheduler(engine: Any) -> Any:
 
 
 def real_server(scheduler: Any, **kw: Any) -> Any:
-    from livewhisper.serve.server import live_streams
+    from livewhisper.serve.streams import live_streams
 
     make, backlog = live_streams(scheduler)
     return running(ServerOptions(port=0, **kw), make, backlog=backlog)

@@ -18,7 +18,9 @@ from rich.console import Console
 
 from livewhisper.cli.options import stack_options
 from livewhisper.errors import LivewhisperError
-from livewhisper.serve.server import ServerOptions, ServerThread, generate_token, is_loopback
+from livewhisper.serve.admission import with_token
+from livewhisper.serve.options import ServerOptions, is_loopback
+from livewhisper.serve.thread import ServerThread
 
 if TYPE_CHECKING:
     from livewhisper.engine.scheduler import Scheduler
@@ -49,7 +51,6 @@ class ServeSettings:
 
     options: ServerOptions
     self_signed: bool = False
-    no_token: bool = False
     local: bool = True  # also transcribe the local microphone (session "local")
 
 
@@ -167,23 +168,17 @@ def settings_from(values: dict[str, Any]) -> ServeSettings:
         allow_origins=tuple(values["allow_origin"]),
         certfile=values["certfile"],
         keyfile=values["keyfile"],
+        no_token=values["no_token"],
         max_clients=values["max_clients"],
         max_session_seconds=values["max_session"] * 60,
         idle_timeout=values["idle_timeout"],
     )
-    return ServeSettings(
-        options,
-        self_signed=values["self_signed"],
-        no_token=values["no_token"],
-        local=not values["serve_only"],
-    )
+    return ServeSettings(options, self_signed=values["self_signed"], local=not values["serve_only"])
 
 
 def prepare(settings: ServeSettings, console: Console) -> ServerOptions:
     """Final server options: a token off loopback, a certificate for --self-signed."""
-    options = settings.options
-    if not options.loopback and options.token is None and not settings.no_token:
-        options = replace(options, token=generate_token())
+    options = with_token(settings.options)  # the server does the same: shown in the URLs
     if settings.self_signed:
         from livewhisper.serve import tls
 
@@ -210,7 +205,7 @@ def serving(
     console: Console,
 ) -> Iterator[ServerThread]:
     """Start the server over *scheduler*, print where to open it, stop it at the end."""
-    from livewhisper.serve.server import live_streams
+    from livewhisper.serve.streams import live_streams
 
     options = prepare(settings, console)
     make, backlog = live_streams(scheduler, stream_options)

@@ -125,11 +125,17 @@ def fingerprint(certfile: Path) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
+def server_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
+    """The TLS context of a server with this certificate and key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
 def check_pair(certfile: str, keyfile: str | None) -> None:
     """Raise TLSError with a sentence if the certificate and key cannot be loaded."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(certfile, keyfile)
+        server_context(certfile, keyfile)
     except (OSError, ssl.SSLError) as exc:
         raise TLSError(
             f"Cannot use the certificate {certfile}"

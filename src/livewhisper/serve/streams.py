@@ -1,0 +1,67 @@
+"""What the server needs of streams: a factory that makes one per connection, and
+their backlog behind the model. `live_streams` gives both over a `Scheduler`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from livewhisper.live.contract import AudioStream, Emit
+
+if TYPE_CHECKING:
+    from livewhisper.engine.scheduler import Scheduler
+    from livewhisper.live.stream import StreamOptions
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """What a client asked for when it started a stream."""
+
+    language: str | None = None
+    partials: bool = True
+
+
+#: Makes a stream for a connection; the callback may be called from any thread.
+StreamFactory = Callable[[StreamRequest, Emit], AudioStream]
+
+#: Utterances waiting for the model and their seconds of audio: of one stream, or of
+#: every stream when given None.
+StreamBacklog = Callable[[AudioStream | None], tuple[int, float]]
+
+
+def no_backlog(stream: AudioStream | None) -> tuple[int, float]:
+    return 0, 0.0
+
+
+def live_streams(
+    scheduler: Scheduler, options: StreamOptions | None = None
+) -> tuple[StreamFactory, StreamBacklog]:
+    """A factory of `LiveStream`s over *scheduler* (one per connection), and their backlog
+    (of one stream, or of all with None): utterances queued or running, and their seconds
+    of audio.
+
+    A client's ``language`` replaces the one in *options*; the engine checks it first,
+    so a language the model does not know is refused when the stream starts.
+    """
+    from livewhisper.live.stream import LiveStream, StreamOptions
+
+    base = options or StreamOptions()
+
+    def make(request: StreamRequest, emit: Emit) -> AudioStream:
+        stream_options = base
+        if request.language is not None:
+            transcribe = dataclasses.replace(base.transcribe, language=request.language)
+            scheduler.engine.check(transcribe)
+            stream_options = dataclasses.replace(stream_options, transcribe=transcribe)
+        if not request.partials:
+            # Partial text costs model time: only for clients that ask for it.
+            stream_options = dataclasses.replace(stream_options, partials=False)
+        return LiveStream(scheduler, stream_options, emit)
+
+    def backlog(stream: AudioStream | None) -> tuple[int, float]:
+        waiting = scheduler.backlog(None if stream is None else stream.key)
+        return waiting.finals, waiting.seconds
+
+    return make, backlog
