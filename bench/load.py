@@ -267,7 +267,9 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
     from livewhisper.engine.local import Engine, ModelOptions
     from livewhisper.engine.scheduler import Scheduler
     from livewhisper.live.stream import StreamOptions
-    from livewhisper.serve.server import ServerOptions, ServerThread, live_streams
+    from livewhisper.serve.options import ServerOptions
+    from livewhisper.serve.streams import live_streams
+    from livewhisper.serve.thread import ServerThread
 
     if args.corpus is not None:
         clips = corpus_clips(args.corpus, 8, args.seed)

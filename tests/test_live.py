@@ -405,22 +405,23 @@ def sentences(
 
 def test_a_sentence_is_final_at_its_pause_even_when_speech_goes_on() -> None:
     engine = SentenceEngine()
-    got = sentences(engine, 0.3)
+    got = sentences(engine, 0.4)  # a pause shorter than the 0.5 s that ends any utterance
     assert [e.text for _, e in got] == ["s1.", "s2."]
     (at, first), (_, second) = got
-    # Final 150 ms into the pause (its tail), long before the second sentence ends;
+    # Final once the pause has lasted 0.3 s (the default), long before the second
+    # sentence ends; it holds the audio up to 150 ms into the pause (its tail), and
     # the second utterance starts where the first ends.
-    assert first.end == pytest.approx(2.15, abs=0.04) and at < 2.4
+    assert first.end == pytest.approx(2.15, abs=0.04) and at < 2.0 + 0.3 + 0.1
     assert second.start == pytest.approx(first.end, abs=0.04)
-    # ... and the second is final at its own pause, not 0.5 s into the silence.
-    assert got[1][0] < 3.3 + 0.5
+    # ... and the second is final 0.3 s into its own pause, not 0.5 s into it.
+    assert got[1][0] < 3.4 + 0.3 + 0.1
 
 
 def test_a_pause_that_ends_no_sentence_keeps_one_utterance() -> None:
-    got = sentences(SentenceEngine(ellipsis=True), 0.3)
+    got = sentences(SentenceEngine(ellipsis=True), 0.4)
     assert [e.text for _, e in got] == ["s1 s2..."]
     # Without sentence ends, as before: one utterance for the two.
-    assert [e.text for _, e in sentences(SentenceEngine(), 0.3, sentence_silence=None)] == [
+    assert [e.text for _, e in sentences(SentenceEngine(), 0.4, sentence_silence=None)] == [
         "s1 s2."
     ]
 

@@ -92,7 +92,7 @@ def _live_model_options(func: Any) -> Any:
 @click.option(
     "--sentence-silence-ms",
     type=click.IntRange(min=0),
-    default=150,
+    default=300,
     show_default=True,
     help="Silence after the end of a sentence that ends the utterance sooner, in "
     "milliseconds (at least --silence-ms: only --silence-ms ends one).",

@@ -1,7 +1,7 @@
 """The stream contract: what the owner of an input (the microphone of ``listen``, a
 server connection, a future second device) needs of the stream it feeds.
 
-`stream.LiveStream` is the one implementation; `Streams` in `stream` makes them.
+`stream.LiveStream` is the one implementation; `streams.Streams` makes them.
 """
 
 from __future__ import annotations

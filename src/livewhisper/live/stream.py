@@ -91,8 +91,10 @@ class StreamOptions:
     #: ends there, whether the silence goes on or speech resumes: a sentence followed
     #: by a pause shorter than ``silence_ms`` is final without waiting for the next.
     #: The pause is measured from the end of speech; below the segmenter's
-    #: ``tail_ms`` it acts as ``tail_ms``.
-    sentence_silence: float | None = 0.15
+    #: ``tail_ms`` it acts as ``tail_ms``. The default sits between the pauses
+    #: inside sentences and those between them (docs/benchmarks.md): Whisper ends
+    #: almost any audio with a full stop, so the pause must say it too.
+    sentence_silence: float | None = 0.3
     #: What of the stream's earlier finals each decode is given as previous text.
     context: ContextOptions = field(default_factory=ContextOptions)
 
