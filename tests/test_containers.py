@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from livewhisper.audio.containers import ContainerError, StreamDecoder, sniff
+from livewhisper.audio.pcm import SAMPLE_RATE
 
 
 def chunks(data: bytes, size: int) -> list[bytes]:
@@ -45,7 +46,7 @@ class Collector:
     @property
     def seconds(self) -> float:
         with self.lock:
-            return sum(len(b) for b in self.blocks) / 16_000
+            return sum(len(b) for b in self.blocks) / SAMPLE_RATE
 
     def samples(self) -> np.ndarray:
         return np.concatenate(self.blocks)
@@ -81,7 +82,7 @@ def test_decodes_a_stream_cut_anywhere_into_the_same_audio(
     decoder.close()
     assert got.ended.wait(10)
     assert got.end_reason is None
-    assert abs(got.seconds - len(reference) / 16_000) < 0.05
+    assert abs(got.seconds - len(reference) / SAMPLE_RATE) < 0.05
     assert aligned_correlation(reference, got.samples()) > 0.95
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from livewhisper.audio import sources
-from livewhisper.audio.sources import FileSource, InputDevice, Microphone, Resampler, StdinSource
+from livewhisper.audio.pcm import SAMPLE_RATE, Resampler
+from livewhisper.audio.sources import FileSource, InputDevice, Microphone, StdinSource
 from livewhisper.errors import AudioError, DeviceError
 
 DATA = Path(__file__).parent / "data"
@@ -39,7 +40,7 @@ def test_resampler_keeps_a_tone_and_its_level() -> None:
     assert abs(len(out) - 32000) <= 2
     body = out[1600:-1600]
     spectrum = np.abs(np.fft.rfft(body * np.hanning(len(body))))
-    peak_hz = np.argmax(spectrum) * 16000 / len(body)
+    peak_hz = np.argmax(spectrum) * SAMPLE_RATE / len(body)
     assert abs(peak_hz - 1000) < 5
     assert np.sqrt(np.mean(body**2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
 
@@ -51,10 +52,10 @@ def test_resampler_filters_what_16k_cannot_hold() -> None:
 
 
 def test_resampler_downmixes_channels() -> None:
-    stereo = np.stack([tone(500, 16000), -tone(500, 16000)], axis=1)
-    assert np.allclose(Resampler(16000)(stereo), 0.0)
-    both = np.stack([tone(500, 16000), tone(500, 16000)], axis=1)
-    assert np.allclose(Resampler(16000)(both), tone(500, 16000))
+    stereo = np.stack([tone(500, SAMPLE_RATE), -tone(500, SAMPLE_RATE)], axis=1)
+    assert np.allclose(Resampler(SAMPLE_RATE)(stereo), 0.0)
+    both = np.stack([tone(500, SAMPLE_RATE), tone(500, SAMPLE_RATE)], axis=1)
+    assert np.allclose(Resampler(SAMPLE_RATE)(both), tone(500, SAMPLE_RATE))
 
 
 def collect(source: Any, stop: threading.Event | None = None) -> np.ndarray:
@@ -67,7 +68,7 @@ def pcm(samples: np.ndarray) -> bytes:
 
 
 def test_stdin_source_reads_a_pipe_split_at_odd_bytes() -> None:
-    samples = tone(440, 16000, 0.5)
+    samples = tone(440, SAMPLE_RATE, 0.5)
     data = pcm(samples)
     read_fd, write_fd = os.pipe()
 
@@ -78,12 +79,12 @@ def test_stdin_source_reads_a_pipe_split_at_odd_bytes() -> None:
 
     threading.Thread(target=writer).start()
     with os.fdopen(read_fd, "rb") as stream:
-        out = collect(StdinSource(16000, stream))
+        out = collect(StdinSource(SAMPLE_RATE, stream))
     assert np.allclose(out, samples, atol=2 / 32768)
 
 
 def test_stdin_source_odd_total_is_an_error_after_the_audio() -> None:
-    source = StdinSource(16000, io.BytesIO(pcm(np.full(160, 0.25, np.float32)) + b"\x07"))
+    source = StdinSource(SAMPLE_RATE, io.BytesIO(pcm(np.full(160, 0.25, np.float32)) + b"\x07"))
     got: list[np.ndarray] = []
     with pytest.raises(AudioError, match="odd number"):
         for block in source.blocks(threading.Event()):
@@ -93,7 +94,7 @@ def test_stdin_source_odd_total_is_an_error_after_the_audio() -> None:
 
 def test_stdin_source_resamples() -> None:
     out = collect(StdinSource(8000, io.BytesIO(pcm(tone(300, 8000, 1.0)))))
-    assert abs(len(out) - 16000) <= 2
+    assert abs(len(out) - SAMPLE_RATE) <= 2
 
 
 def test_stdin_source_stops_while_no_data_comes() -> None:
@@ -103,7 +104,7 @@ def test_stdin_source_stops_while_no_data_comes() -> None:
         timer = threading.Timer(0.3, stop.set)
         timer.start()
         started = time.monotonic()
-        assert len(collect(StdinSource(16000, stream), stop)) == 0
+        assert len(collect(StdinSource(SAMPLE_RATE, stream), stop)) == 0
         assert time.monotonic() - started < 3
     os.close(write_fd)
 
@@ -119,7 +120,7 @@ def test_file_source_is_paced() -> None:
     started = time.monotonic()
     out = collect(FileSource(DATA / "goforward.flac", speed=4))
     elapsed = time.monotonic() - started
-    assert len(out) / 16000 / 4 - 0.05 <= elapsed < len(out) / 16000 / 4 + 1.0
+    assert len(out) / SAMPLE_RATE / 4 - 0.05 <= elapsed < len(out) / SAMPLE_RATE / 4 + 1.0
 
 
 def test_file_source_stops_on_the_event() -> None:
@@ -130,7 +131,7 @@ def test_file_source_stops_on_the_event() -> None:
         got += len(block)
         if got >= 8000:
             stop.set()
-    assert got < 16000
+    assert got < SAMPLE_RATE
 
 
 def test_file_source_missing_file() -> None:
@@ -258,7 +259,7 @@ def test_microphone_that_vanishes_gives_its_audio_then_a_device_error(
     with pytest.raises(DeviceError, match="stopped delivering audio"):
         for block in mic.blocks(threading.Event()):
             got.append(block)
-    assert abs(sum(len(b) for b in got) - 16000) <= 2
+    assert abs(sum(len(b) for b in got) - SAMPLE_RATE) <= 2
 
 
 def test_microphone_that_stalls_is_reported(fake_portaudio: None) -> None:
@@ -274,4 +275,4 @@ def test_microphone_that_cannot_open(monkeypatch: pytest.MonkeyPatch) -> None:
     module = types.SimpleNamespace(InputStream=refuse, PortAudioError=RuntimeError)
     monkeypatch.setattr(sources, "sounddevice", lambda: module)
     with pytest.raises(DeviceError, match=r"Cannot open input device 3 .* Invalid sample rate"):
-        Microphone(DEVICES[1], samplerate=16000).open()
+        Microphone(DEVICES[1], samplerate=SAMPLE_RATE).open()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from livewhisper.audio.pcm import SAMPLE_RATE
 from livewhisper.live.segmenter import (
     FRAME_SAMPLES,
     Segmenter,
@@ -171,7 +172,7 @@ def test_webrtc_detector_levels() -> None:
 
 def segment(audio: np.ndarray, level: int = 3) -> list[object]:
     seg = Segmenter(webrtc_detector(level))
-    padded = np.concatenate([audio, np.zeros(16000, np.float32)])
+    padded = np.concatenate([audio, np.zeros(SAMPLE_RATE, np.float32)])
     events: list[object] = []
     for i in range(0, len(padded) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
         events += seg.feed(padded[i : i + FRAME_SAMPLES])
@@ -209,7 +210,7 @@ def test_real_speech_is_cut_at_pauses_when_too_long(speech: Callable[[str], np.n
 
 
 def test_silence_starts_nothing() -> None:
-    events = segment(np.zeros(16000 * 3, np.float32))
+    events = segment(np.zeros(SAMPLE_RATE * 3, np.float32))
     assert events == []
 
 

@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from livewhisper.audio.pcm import SAMPLE_RATE, to_pcm16
 
-SAMPLE_RATE = 16_000
+log = logging.getLogger(__name__)
 
 ContainerKind = Literal["webm", "ogg", "wav"]
 
@@ -230,7 +230,7 @@ def encode(samples: np.ndarray, kind: ContainerKind) -> bytes:
     with av.open(buf, "w", format=kind) as out:
         stream = out.add_stream(codec, rate=rate, layout="mono")
         resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
-        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
+        pcm = to_pcm16(samples).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         for piece in [*resampler.resample(frame), *resampler.resample(None)]:

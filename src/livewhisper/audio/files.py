@@ -18,9 +18,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from livewhisper.audio.pcm import SAMPLE_RATE, from_pcm16
 from livewhisper.errors import AudioError
 
-SAMPLE_RATE = 16_000
 _GROUP_SAMPLES = 500_000  # frames are regrouped before resampling, as faster-whisper does
 
 
@@ -82,7 +82,7 @@ class AudioFile:
 
     def _resample(self, resampler: Any, frame: Any) -> Iterator[np.ndarray]:
         for out in resampler.resample(frame):
-            block = out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
+            block = from_pcm16(out.to_ndarray().reshape(-1))
             self.decoded += len(block) / SAMPLE_RATE
             yield block
 

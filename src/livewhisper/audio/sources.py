@@ -20,11 +20,11 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
+from livewhisper.audio.pcm import SAMPLE_RATE, Resampler, from_pcm16
 from livewhisper.errors import AudioError, DeviceError
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 _POLL = 0.1  # seconds a source waits for audio before it looks at the stop event again
 
 
@@ -131,26 +131,6 @@ class Source(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class Resampler:
-    """Downmix to mono and resample to 16 kHz with soxr's streaming HQ resampler."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self._stream: Any = None
-        if round(rate) != SAMPLE_RATE:
-            import soxr
-
-            self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
-
-    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
-        mono = block.mean(axis=1) if block.ndim == 2 else block
-        mono = np.ascontiguousarray(mono, dtype=np.float32)
-        if self._stream is None:
-            return mono
-        out: np.ndarray = self._stream.resample_chunk(mono, last=last)
-        return out
 
 
 class Microphone:
@@ -360,7 +340,7 @@ class StdinSource:
             even = len(data) - len(data) % 2
             carry = data[even:]
             if even:
-                samples = np.frombuffer(data[:even], dtype="<i2").astype(np.float32) / 32768.0
+                samples = from_pcm16(data[:even])
                 out = resample(samples)
                 if len(out):
                     yield out

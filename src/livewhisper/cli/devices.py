@@ -100,19 +100,19 @@ def check_command(device: str | None, model: str, seconds: float) -> None:
 def _level_test(mic: Any, seconds: float, report: Any) -> None:
     import numpy as np
 
-    from livewhisper.audio.pcm import level_db
+    from livewhisper.audio.pcm import SAMPLE_RATE, level_db
 
     stop = threading.Event()
     got: list[Any] = []
     with mic:
         for block in mic.blocks(stop):
             got.append(block)
-            if sum(len(b) for b in got) >= seconds * 16000:
+            if sum(len(b) for b in got) >= seconds * SAMPLE_RATE:
                 break
     audio = np.concatenate(got) if got else np.zeros(0, np.float32)
     rms = level_db(audio)
     peak = 20 * np.log10(max(float(np.max(np.abs(audio), initial=0.0)), 1e-5))
-    heard = f"{len(audio) / 16000:.1f} s, level {rms:.0f} dBFS, peak {peak:.0f} dBFS"
+    heard = f"{len(audio) / SAMPLE_RATE:.1f} s, level {rms:.0f} dBFS, peak {peak:.0f} dBFS"
     if mic.overflows:
         heard += f", {mic.overflows} overflows"
     if peak < -60:

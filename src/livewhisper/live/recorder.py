@@ -9,10 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from livewhisper.audio.pcm import SAMPLE_RATE, to_pcm16
 from livewhisper.errors import OutputError
-from livewhisper.live.segmenter import (
-    SAMPLE_RATE,
-)
 
 
 class AudioRecorder:
@@ -29,9 +27,8 @@ class AudioRecorder:
         self._wav.setframerate(SAMPLE_RATE)
 
     def write(self, samples: np.ndarray) -> None:
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
         try:
-            self._wav.writeframes(pcm.tobytes())
+            self._wav.writeframes(to_pcm16(samples).tobytes())
         except OSError as exc:
             raise OutputError(f"Cannot write {self.path}: {exc.strerror or exc}.") from exc
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from livewhisper.audio.pcm import SAMPLE_RATE, to_pcm16
+
 FRAME_MS = 30
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 480
 FRAME_SECONDS = FRAME_MS / 1000
@@ -272,7 +273,6 @@ def webrtc_detector(level: int = 2) -> Detector:
     vad = webrtcvad.Vad(level)
 
     def detect(frame: np.ndarray) -> bool:
-        pcm = (np.clip(frame, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-        return bool(vad.is_speech(pcm, SAMPLE_RATE))
+        return bool(vad.is_speech(to_pcm16(frame).tobytes(), SAMPLE_RATE))
 
     return detect
