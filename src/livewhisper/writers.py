@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from livewhisper.errors import OutputError
+from livewhisper.errors import OutputError, cannot_write
 from livewhisper.transcript import Segment
 
 FORMATS = ("txt", "srt", "vtt", "json", "jsonl", "tsv")
@@ -61,7 +61,7 @@ class Writer:
         try:
             self.out.write(text)
         except OSError as exc:
-            raise _output_error(self.out, exc) from exc
+            raise cannot_write(_name(self.out), exc) from exc
         self._flush()
 
     def _flush(self) -> None:
@@ -70,12 +70,11 @@ class Writer:
             if self.sync:
                 os.fsync(self.out.fileno())
         except OSError as exc:
-            raise _output_error(self.out, exc) from exc
+            raise cannot_write(_name(self.out), exc) from exc
 
 
-def _output_error(out: TextIO, exc: OSError) -> OutputError:
-    name = getattr(out, "name", "output")
-    return OutputError(f"Cannot write {name}: {exc.strerror or exc}.")
+def _name(out: TextIO) -> str:
+    return str(getattr(out, "name", "output"))
 
 
 class TxtWriter(Writer):
@@ -211,7 +210,7 @@ class AppendingTranscript:
             existing = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
-            raise OutputError(f"Cannot write {self.path}: {exc.strerror or exc}.") from exc
+            raise cannot_write(self.path, exc) from exc
         self.writer: Writer
         if self.fmt == "srt":
             cues = sum(1 for line in existing.splitlines() if " --> " in line)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from livewhisper.audio.pcm import SAMPLE_RATE, to_pcm16
-from livewhisper.errors import OutputError
+from livewhisper.errors import cannot_write
 
 
 class AudioRecorder:
@@ -21,7 +21,7 @@ class AudioRecorder:
         try:
             self._wav = wave.open(str(self.path), "wb")  # noqa: SIM115
         except OSError as exc:
-            raise OutputError(f"Cannot write {self.path}: {exc.strerror or exc}.") from exc
+            raise cannot_write(self.path, exc) from exc
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
         self._wav.setframerate(SAMPLE_RATE)
@@ -30,7 +30,7 @@ class AudioRecorder:
         try:
             self._wav.writeframes(to_pcm16(samples).tobytes())
         except OSError as exc:
-            raise OutputError(f"Cannot write {self.path}: {exc.strerror or exc}.") from exc
+            raise cannot_write(self.path, exc) from exc
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from livewhisper.errors import OutputError
+from livewhisper.errors import cannot_write
 from livewhisper.live.contract import Emit
 from livewhisper.transcript import Segment, TextEvent
 
@@ -53,7 +53,7 @@ def _write(out: TextIO, text: str) -> None:
         out.flush()
     except OSError as exc:
         name = "standard output" if out is sys.stdout else getattr(out, "name", "output")
-        raise OutputError(f"Cannot write {name}: {exc.strerror or exc}.") from exc
+        raise cannot_write(str(name), exc) from exc
 
 
 def transcript_sink(transcript: Any) -> Emit:
