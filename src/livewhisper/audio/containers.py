@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from livewhisper.audio.decoding import decoded_frames, reason, resampled
 from livewhisper.audio.pcm import SAMPLE_RATE, to_pcm16
 
 log = logging.getLogger(__name__)
@@ -169,51 +170,31 @@ class StreamDecoder:
                 metadata_errors="ignore",
             )
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise ContainerError(f"not a decodable {self.kind} stream ({_reason(exc)})") from exc
+            raise ContainerError(f"not a decodable {self.kind} stream ({reason(exc)})") from exc
         try:
             if not container.streams.audio:
                 raise ContainerError(f"the {self.kind} stream has no audio track")
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            for frame in self._frames(container, stream):
-                yield from _resample(resampler, frame)
-            yield from _resample(resampler, None)
+            for out in resampled(self._frames(container, stream), resampler):
+                block = out.astype(np.float32, copy=False)
+                if len(block):
+                    yield block
         finally:
             container.close()
 
     def _frames(self, container: Any, stream: Any) -> Iterator[Any]:
         import av
 
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-                frames = packet.decode()
-            except (StopIteration, av.error.EOFError):
-                return
-            except av.error.FFmpegError as exc:
-                if self.decoded == 0.0:
-                    raise ContainerError(
-                        f"the {self.kind} stream cannot be decoded ({_reason(exc)})"
-                    ) from exc
-                # A stream that broke off after good audio: keep what was decoded.
-                log.info("%s stream ended early: %s", self.kind, _reason(exc))
-                return
-            for frame in frames:
-                frame.pts = None  # MediaRecorder timestamps may jump; count samples instead
-                yield frame
-
-
-def _resample(resampler: Any, frame: Any) -> Iterator[np.ndarray]:
-    for out in resampler.resample(frame):
-        block = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-        if len(block):
-            yield block
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return str(text).split(":")[0].strip().rstrip(".") or type(exc).__name__
+        try:
+            yield from decoded_frames(container, stream)
+        except av.error.FFmpegError as exc:
+            if self.decoded == 0.0:
+                raise ContainerError(
+                    f"the {self.kind} stream cannot be decoded ({reason(exc)})"
+                ) from exc
+            # A stream that broke off after good audio: keep what was decoded.
+            log.info("%s stream ended early: %s", self.kind, reason(exc))
 
 
 def encode(samples: np.ndarray, kind: ContainerKind) -> bytes:

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from livewhisper.audio.decoding import decoded_frames, reason, resampled
 from livewhisper.audio.pcm import SAMPLE_RATE, from_pcm16
 from livewhisper.errors import AudioError
 
@@ -39,15 +40,11 @@ class AudioFile:
         import av
 
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        fifo = av.AudioFifo()
         try:
-            for frame in self._frames():
-                fifo.write(frame)
-                if fifo.samples >= _GROUP_SAMPLES:
-                    yield from self._resample(resampler, fifo.read())
-            if fifo.samples:
-                yield from self._resample(resampler, fifo.read())
-            yield from self._resample(resampler, None)
+            for out in resampled(self._frames(), resampler, group=_GROUP_SAMPLES):
+                block = from_pcm16(out)
+                self.decoded += len(block) / SAMPLE_RATE
+                yield block
         finally:
             self.close()
         if self.problem is None and self.declared_duration:
@@ -60,31 +57,16 @@ class AudioFile:
     def _frames(self) -> Iterator[Any]:
         import av
 
-        packets = self.container.demux(self.stream)
-        while True:
-            try:
-                packet = next(packets)
-                frames = packet.decode()
-            except StopIteration:
-                return
-            except av.error.EOFError:
-                return
-            except av.error.FFmpegError as exc:
-                if self.decoded == 0.0 and not getattr(self, "_started", False):
-                    self.problem = f"cannot be decoded ({_reason(exc)})"
-                else:
-                    self.problem = f"is corrupt or truncated ({_reason(exc)})"
-                return
-            for frame in frames:
-                self._started = True
-                frame.pts = None  # let the fifo and resampler keep their own clock
+        started = False
+        try:
+            for frame in decoded_frames(self.container, self.stream):
+                started = True
                 yield frame
-
-    def _resample(self, resampler: Any, frame: Any) -> Iterator[np.ndarray]:
-        for out in resampler.resample(frame):
-            block = from_pcm16(out.to_ndarray().reshape(-1))
-            self.decoded += len(block) / SAMPLE_RATE
-            yield block
+        except av.error.FFmpegError as exc:
+            if self.decoded == 0.0 and not started:
+                self.problem = f"cannot be decoded ({reason(exc)})"
+            else:
+                self.problem = f"is corrupt or truncated ({reason(exc)})"
 
     def close(self) -> None:
         self.container.close()
@@ -133,7 +115,7 @@ def open_audio(source: str | os.PathLike[str] | IO[bytes]) -> AudioFile:
         raise AudioError(f"{name}: permission denied.") from exc
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise AudioError(
-            f"{name}: not an audio or video file that can be decoded ({_reason(exc)})."
+            f"{name}: not an audio or video file that can be decoded ({reason(exc)})."
         ) from exc
     if not container.streams.audio:
         container.close()
@@ -154,8 +136,3 @@ def read_all(source: str | os.PathLike[str]) -> np.ndarray:
         if audio.problem:
             raise AudioError(f"{audio.name}: {audio.problem}.")
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return str(text).split(":")[0].strip().rstrip(".") or type(exc).__name__
