@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from livewhisper.audio.pcm import SAMPLE_RATE
+from livewhisper.audio.pcm import SAMPLE_RATE, frame_energy, quietest
 from livewhisper.live.segmenter import (
     FRAME_SAMPLES,
     Segmenter,
@@ -147,6 +147,19 @@ def test_a_silent_frame_wins_the_cut_over_a_quiet_speech_frame() -> None:
     events = run(Segmenter(detect, opts), frames)
     closed = [e for e in events if isinstance(e, UtteranceClosed)]
     assert closed[0].end == pytest.approx(34 * 0.03)
+
+
+def test_quietest_smooths_over_its_neighbours_and_puts_voiced_frames_last() -> None:
+    audio = np.repeat(np.array([0.5, 0.5, 0.0, 0.5, 0.5, 0.1, 0.1, 0.1], np.float32), 4)
+    energy = frame_energy(np.concatenate([audio, np.zeros(3, np.float32)]), 4)
+    assert np.allclose(energy, [0.25, 0.25, 0.0, 0.25, 0.25, 0.01, 0.01, 0.01])
+    assert quietest(energy) == 2  # a lone quiet frame wins unsmoothed...
+    assert quietest(energy, smooth=3) == 6  # ...but not over three frames
+    assert quietest(energy, smooth=3, edges="zero") == 7  # beyond the end is silence
+    voiced = np.array([True] * 6 + [False, True])
+    assert quietest(energy, smooth=3, voiced=voiced) == 6
+    with pytest.raises(ValueError, match="odd"):
+        quietest(energy, smooth=2)
 
 
 def test_times_count_frames_not_the_clock() -> None:

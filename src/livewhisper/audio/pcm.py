@@ -8,7 +8,7 @@ container) is turned back here.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,6 +33,38 @@ def level_db(samples: np.ndarray) -> float:
     """The RMS level of *samples* in dBFS (`SILENCE_DB` for digital silence)."""
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
     return max(SILENCE_DB, 20 * math.log10(rms)) if rms > 0 else SILENCE_DB
+
+
+def frame_energy(audio: np.ndarray, frame: int) -> np.ndarray:
+    """The mean square of each whole *frame* samples of *audio*, in order (what is
+    left after the last whole frame is not counted)."""
+    n = len(audio) // frame
+    energy: np.ndarray = np.square(audio[: n * frame].reshape(n, frame)).mean(axis=1)
+    return energy
+
+
+def quietest(
+    energy: np.ndarray,
+    smooth: int = 1,
+    *,
+    edges: Literal["edge", "zero"] = "edge",
+    voiced: np.ndarray | None = None,
+) -> int:
+    """The index of the quietest frame of *energy* (as from `frame_energy`).
+
+    Each frame is scored by the mean over the *smooth* frames centred on it (an odd
+    number), so that one quiet frame inside a word does not win; beyond either end
+    the end frame is repeated (``edges="edge"``) or silence is assumed (``"zero"``).
+    A frame flagged in *voiced* (booleans, one a frame) loses to every frame that
+    is not. Among equal scores the first wins.
+    """
+    if smooth < 1 or smooth % 2 == 0:
+        raise ValueError(f"smooth must be an odd number of frames, not {smooth}")
+    padded = np.pad(energy, smooth // 2, mode="edge" if edges == "edge" else "constant")
+    score = np.convolve(padded, np.ones(smooth) / smooth, mode="valid")
+    if voiced is not None:
+        score = score + np.where(voiced, float(score.max()) + 1.0, 0.0)
+    return int(np.argmin(score))
 
 
 class Resampler:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livewhisper.audio.pcm import SAMPLE_RATE, to_pcm16
+from livewhisper.audio.pcm import SAMPLE_RATE, frame_energy, quietest, to_pcm16
 
 FRAME_MS = 30
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 480
@@ -254,13 +254,11 @@ class Segmenter:
         assert self._open is not None
         n = len(self._open)
         lo = max(1, n - self._search_frames)
-        energy = np.array([float(np.mean(np.square(f))) for f in self._open[lo:n]])
+        energy = frame_energy(np.concatenate(self._open[lo:n]), FRAME_SAMPLES)
         # A frame the detector calls silence always beats one it calls speech; among
         # equals, the lowest energy smoothed over three frames (90 ms) wins.
-        smooth = np.convolve(np.pad(energy, 1, mode="edge"), np.ones(3) / 3, mode="valid")
-        flags = np.array(self._voiced[lo:n], dtype=bool)
-        score = smooth + np.where(flags, float(smooth.max()) + 1.0, 0.0)
-        keep = lo + int(np.argmin(score))
+        voiced = np.array(self._voiced[lo:n], dtype=bool)
+        keep = lo + quietest(energy, smooth=3, voiced=voiced)
         return self._close(keep, forced=True)
 
 
