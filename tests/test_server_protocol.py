@@ -855,3 +855,47 @@ def test_listen_serve_captions_the_local_input_and_serves_browsers(
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def test_listen_serve_without_a_microphone_serves_browsers_and_ends_on_sigterm() -> None:
+    """A headless server: no input device it can open (no sound card here, and the
+    sound server pointed at a socket that does not exist), so ``listen --serve``
+    says so in one line and serves browsers; SIGTERM (what systemd and Docker send)
+    ends it cleanly with status 0."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PULSE_SERVER": "unix:/nonexistent/livewhisper-test"}
+    command = [sys.executable, "-m", "livewhisper", "listen", "--serve", "--port", "0", "-q"]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stderr is not None
+        note = proc.stderr.readline()
+        assert note.startswith("livewhisper: note: ") and "serving browsers only" in note, note
+        line = proc.stderr.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        port = int(match.group(1))
+
+        async def main() -> None:
+            async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                await ws.send(json.dumps({"type": "start"}))
+                assert (await recv_json(ws))["type"] == "ready"
+
+        run(main())
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

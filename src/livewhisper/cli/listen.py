@@ -213,7 +213,8 @@ def listen_command(
                 stack.callback(recorder.close)
             source = None
             if serve is None or serve.local:
-                source = _open_source(input_path, device, device_rate, speed, rate)
+                source = _open_local(serve, input_path, device, device_rate, speed, rate, console)
+            if source is not None:
                 stack.callback(source.close)
             engine = load_engine(
                 build_model_options(model, model_device, compute_type, threads), transcribe
@@ -318,6 +319,35 @@ def _open_outputs(stack: contextlib.ExitStack, output: str | None) -> Outputs:
     transcript = AppendingTranscript(output)
     stack.callback(transcript.close)
     return Outputs(transcript=transcript_sink(transcript))
+
+
+def _open_local(
+    serve: ServeSettings | None,
+    input_path: str | None,
+    device: str | None,
+    device_rate: int | None,
+    speed: float,
+    rate: int,
+    console: Console,
+) -> Any:
+    """The local input, or None where the server can go on without one: ``--serve``
+    on a machine with no microphone (a headless server) serves browsers alone."""
+    from livewhisper.errors import DeviceError
+
+    try:
+        return _open_source(input_path, device, device_rate, speed, rate)
+    except DeviceError as exc:
+        if serve is None or input_path is not None or device is not None:
+            raise
+        reason = str(exc).split(":")[0]
+        console.print(
+            f"livewhisper: note: {reason[:1].lower()}{reason[1:]}; serving browsers only, "
+            "as --serve-only does.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        return None
 
 
 def _open_source(

@@ -254,7 +254,13 @@ def announce(
 
 
 def serve_until_interrupted(stop: threading.Event | None = None) -> None:
-    """Block until Ctrl-C (or *stop* is set); the caller's ``serving`` block then stops."""
+    """Block until Ctrl-C, SIGTERM or SIGHUP (or *stop* is set); the caller's
+    ``serving`` block then stops the server, which closes every open session."""
+    from livewhisper.cli.signals import interrupts
+
     stop = stop or threading.Event()
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()  # a signal interrupts the wait on the main thread
+    with interrupts(stop), contextlib.suppress(KeyboardInterrupt):
+        # In steps: a signal the OS hands to another thread does not wake a wait on
+        # this one, and Python runs the handler only on the main thread.
+        while not stop.wait(0.2):
+            pass
