@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from livewhisper.audio.pcm import SAMPLE_RATE
 from livewhisper.cli.options import (
     CliError,
     build_model_options,
@@ -69,7 +70,7 @@ def _live_model_options(func: Any) -> Any:
 @click.option(
     "--rate",
     type=click.IntRange(min=1000),
-    default=16000,
+    default=SAMPLE_RATE,
     show_default=True,
     help="With --input -: the sample rate of the raw PCM.",
 )

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from livewhisper.audio.pcm import SAMPLE_RATE
+from livewhisper.audio.pcm import SAMPLE_RATE, frame_energy, quietest
 from livewhisper.engine import models
 from livewhisper.engine.contract import FileInfo, TranscribeOptions, Transcription
 from livewhisper.engine.guards import is_hallucination, repeats_itself
@@ -345,14 +345,11 @@ class Engine:
 
 def quietest_cut(audio: np.ndarray, search_from: int, hop: int = SAMPLE_RATE // 50) -> int:
     """The sample index of the quietest 20 ms hop in ``audio[search_from:]``."""
-    tail = audio[search_from:]
-    n = len(tail) // hop
-    if n < 2:
+    energy = frame_energy(audio[search_from:], hop)
+    if len(energy) < 2:
         return len(audio)
-    energy = np.square(tail[: n * hop].reshape(n, hop)).mean(axis=1)
-    # Smooth over 5 hops (100 ms) so a single quiet hop inside a word does not win.
-    smooth = np.convolve(energy, np.ones(5) / 5, mode="same")
-    return search_from + int(np.argmin(smooth)) * hop + hop // 2
+    # Smoothed over 5 hops (100 ms) so a single quiet hop inside a word does not win.
+    return search_from + quietest(energy, smooth=5, edges="zero") * hop + hop // 2
 
 
 def _segment(s: Any, offset: float, duration: float) -> Segment:

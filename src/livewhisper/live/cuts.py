@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 
+from livewhisper.audio.pcm import frame_energy, quietest
 from livewhisper.engine.contract import Transcription
 from livewhisper.live.agreement import HypWord, key
 from livewhisper.live.segmenter import FRAME_SAMPLES, FRAME_SECONDS
@@ -64,7 +65,7 @@ def quietest_gap(
     frames = len(audio) // FRAME_SAMPLES
     if frames < 2:
         return None
-    energy = np.square(audio[: frames * FRAME_SAMPLES].reshape(frames, FRAME_SAMPLES)).mean(axis=1)
+    energy = frame_energy(audio, FRAME_SAMPLES)
     best: tuple[float, int, float] | None = None
     for i in range(len(committed) - 1):
         left, right = committed[i], committed[i + 1]
@@ -78,7 +79,7 @@ def quietest_gap(
         if hi <= lo:
             continue
         pairs = energy[lo - 1 : hi] + energy[lo : hi + 1]  # frames k-1 and k, k in lo..hi
-        k = lo + int(np.argmin(pairs))
+        k = lo + quietest(pairs)
         if best is None or pairs[k - lo] < best[0]:
             best = (float(pairs[k - lo]), i + 1, start + k * FRAME_SECONDS)
     return None if best is None else (best[1], best[2])
