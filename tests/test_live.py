@@ -216,7 +216,7 @@ def test_session_runs_a_source_to_the_sinks(scheduler: Scheduler) -> None:
         3.3, abs=0.04
     )
     assert session.status().overflows == 3
-    assert str(result.summary).startswith("Listened 0:03.3, 2 utterances, median latency")
+    assert str(result.summary).startswith("Listened 0:03.3, 2 utterances, text ")
 
 
 class ScriptEngine:
@@ -474,7 +474,7 @@ def test_line_sink_writes_partials_in_place_only_when_asked() -> None:
 
 def test_summary_wording() -> None:
     assert str(Summary(75.0, 1, (0.5, 0.7, 0.9))) == (
-        "Listened 1:15.0, 1 utterance, median latency 0.70 s."
+        "Listened 1:15.0, 1 utterance, text 0.70 s after speech ended (median)."
     )
     assert str(Summary(2.0, 0, ())) == "Listened 0:02.0, 0 utterances."
 
@@ -804,3 +804,21 @@ def test_streams_of_one_session_share_one_id_sequence_and_name_their_source(
     assert events[0].to_dict()["source"] in ("me", "them")
     # A lone stream's events are as before: no source field.
     assert "source" not in TextEvent("final", 0, "x", 0.0, 1.0).to_dict()
+
+
+def test_latency_is_counted_from_the_end_of_speech(scheduler: Scheduler) -> None:
+    # Fed in real time: the final comes once 300 ms of silence have closed the
+    # utterance (EchoEngine's text ends no sentence), so its latency, counted from
+    # the end of speech as the benchmarks count it, is at least those 300 ms.
+    stream = LiveStream(scheduler, OPTIONS, detector=loud)
+    audio = beeps((0.3, 0.6), (1.0, 0.0))
+    step = 480
+    began = time.monotonic()
+    for i in range(0, len(audio), step):
+        stream.feed(audio[i : i + step])
+        pause = began + (i + step) / 16000 - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    assert stream.finish(timeout=10)
+    (latency,) = stream.latencies
+    assert 0.3 - 0.05 <= latency < 0.3 + 1.0, latency

@@ -57,7 +57,7 @@ class Outputs:
 class Summary:
     duration: float  # stream seconds
     utterances: int
-    latencies: tuple[float, ...]
+    latencies: tuple[float, ...]  # seconds from the end of each utterance's speech to its final
 
     @property
     def median_latency(self) -> float | None:
@@ -68,7 +68,7 @@ class Summary:
         line = f"Listened {int(minutes)}:{seconds:04.1f}, {self.utterances} utterance"
         line += "" if self.utterances == 1 else "s"
         if self.median_latency is not None:
-            line += f", median latency {self.median_latency:.2f} s"
+            line += f", text {self.median_latency:.2f} s after speech ended (median)"
         return line + "."
 
 

@@ -159,7 +159,11 @@ class LiveStream:
         self._fed = 0  # samples fed so far
         self._levels: deque[float] = deque(maxlen=10)
         self._last_heard = 0.0
-        self._arrived: dict[int, float] = {}
+        self._arrived: dict[int, float] = {}  # utterance -> when it closed (monotonic)
+        self._spoken: dict[int, float] = {}  # utterance -> stream time its speech ended
+        # (stream time at the end of a block fed, when it was fed): when speech ended,
+        # in the wall clock, for the latency of its final.
+        self._fed_at: deque[tuple[float, float]] = deque(maxlen=8192)
         self._utterances = 0
         self._lock = threading.Lock()
         # Word times place the cuts between the pieces of a long utterance.
@@ -188,7 +192,8 @@ class LiveStream:
 
     @property
     def latencies(self) -> list[float]:
-        """Seconds from each utterance's close (or its sentence's end) to its final."""
+        """Seconds from the end of each utterance's speech to its final, by the wall
+        clock (as `bench/latency.py` measures them)."""
         with self._lock:
             return list(self._latencies)
 
@@ -210,6 +215,8 @@ class LiveStream:
         """Take 16 kHz mono float32 samples, any number at a time."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         self._fed += len(samples)
+        with self._lock:
+            self._fed_at.append((self._fed / SAMPLE_RATE, time.monotonic()))
         data = np.concatenate([self._rest, samples])
         whole = len(data) - len(data) % FRAME_SAMPLES
         for i in range(0, whole, FRAME_SAMPLES):
@@ -288,6 +295,10 @@ class LiveStream:
     def _closed(self, event: UtteranceClosed) -> None:
         with self._lock:
             self._arrived[event.id] = time.monotonic()
+            # Closed by silence, it holds a tail of it; cut at the length limit, its
+            # speech runs to the cut.
+            tail = 0.0 if event.forced else self.options.segmenter.tail_ms / 1000
+            self._spoken[event.id] = event.end - tail
             if event.forced:
                 # Cut at the length limit in mid-speech: the committed words spoken
                 # after the cut stay committed in the next utterance's partials.
@@ -508,6 +519,7 @@ class LiveStream:
             return
         with self._lock:
             del self._speculation[uid]
+            self._spoken[uid] = closed.end - self.options.segmenter.tail_ms / 1000
             committed = self._agreement.committed
             # Words committed after the cut stay committed in the next utterance.
             self._agreement.cut(sum(1 for w in committed if (w.start + w.end) / 2 < closed.end))
@@ -554,6 +566,7 @@ class LiveStream:
         with self._lock:
             self._agreement.cut(n)
             self._arrived[uid] = time.monotonic()
+            self._spoken[uid] = closed.end
             self._forget_open(uid)
             # The piece is decoded whole, with its context, like any final: the
             # partial passes only chose where to cut it.
@@ -579,7 +592,9 @@ class LiveStream:
     def _done(self, result: JobResult) -> None:
         job = result.job
         with self._lock:
-            arrived = self._arrived.pop(job.utterance, job.submitted)
+            self._arrived.pop(job.utterance, None)
+            spoken = self._spoken.pop(job.utterance, None)
+            said = job.submitted if spoken is None else self._when_fed(spoken)
             self._heard_until = max(self._heard_until, job.offset + job.seconds)
             if result.ran:
                 self._runs.append(result.ran)
@@ -608,8 +623,20 @@ class LiveStream:
         )
         with self._lock:
             self._utterances += 1
-            self._latencies.append(time.monotonic() - arrived)
+            self._latencies.append(max(0.0, time.monotonic() - said))
         self._send(event)
+
+    def _when_fed(self, at: float) -> float:
+        """When stream time *at* was heard, by the wall clock (lock held): the block
+        holding it came at the moment its last sample was captured, and the sample
+        was not heard before the block before it came (input faster than real time)."""
+        before = None
+        for end, when in self._fed_at:
+            if end >= at:
+                heard = when - (end - at)
+                return heard if before is None else max(before, heard)
+            before = when
+        return time.monotonic()
 
     def status(self) -> StreamStatus:
         with self._lock:
