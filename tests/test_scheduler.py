@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from livewhisper.engine.contract import TranscribeOptions, Transcription
-from livewhisper.engine.scheduler import Job, JobResult, Scheduler
+from livewhisper.engine.scheduler import Job, JobResult, Scheduler, SchedulerStopped
 from livewhisper.transcript import Segment
 
 OPTS = TranscribeOptions().for_utterance()
@@ -172,3 +172,97 @@ def test_backlog_counts_queued_and_running_audio() -> None:
         assert s.wait_idle(timeout=5)
     assert (total.finals, total.partials, total.seconds) == (2, 1, 5.5)
     assert (only_b.finals, only_b.partials, only_b.seconds) == (0, 1, 0.5)
+
+
+# --- batch jobs: the windows of uploads ---------------------------------------------
+
+
+class Results(list[JobResult]):
+    """Job results, as `on_done` hands them over; `wait` for a count of them (batch
+    jobs run after the finals, so `wait_idle` may return before they do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cond = threading.Condition()
+
+    def append(self, result: JobResult) -> None:
+        with self._cond:
+            super().append(result)
+            self._cond.notify_all()
+
+    def wait(self, count: int, timeout: float = 10) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self) >= count, timeout)
+
+
+def test_batch_jobs_come_after_finals_and_partials() -> None:
+    engine, done = FakeEngine(hold_first=True), Results()
+    with Scheduler(engine) as s:
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)
+        s.submit(job("up", "batch", 0, done, seconds=30.0))
+        s.submit(job("a", "partial", 1, done))
+        s.submit(job("b", "final", 1, done))
+        assert s.backlog().batch == 1 and s.backlog("up").seconds == 30.0
+        engine.release.set()
+        assert done.wait(4)
+    assert engine.calls == ["a:final:0", "b:final:1", "a:partial:1", "up:batch:0"]
+
+
+def test_a_batch_job_that_waited_its_patience_goes_first() -> None:
+    engine, done = FakeEngine(hold_first=True), Results()
+    with Scheduler(engine, batch_patience=5.0) as s:
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)
+        overdue = job("up", "batch", 0, done)
+        overdue.submitted -= 5.0  # queued 5 s ago, behind live work all the time
+        s.submit(overdue)
+        s.submit(job("a", "final", 1, done))
+        s.submit(job("fresh", "batch", 0, done))
+        engine.release.set()
+        assert done.wait(4)
+    assert engine.calls == ["a:final:0", "up:batch:0", "a:final:1", "fresh:batch:0"]
+
+
+def test_uploads_take_turns() -> None:
+    engine, done = FakeEngine(hold_first=True), Results()
+    with Scheduler(engine) as s:
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)
+        for n in range(2):
+            s.submit(job("x", "batch", n, done))
+        s.submit(job("y", "batch", 0, done))
+        engine.release.set()
+        assert done.wait(4)
+    assert engine.calls == ["a:final:0", "x:batch:0", "y:batch:0", "x:batch:1"]
+
+
+def test_stop_answers_queued_batch_jobs_and_refuses_new_ones() -> None:
+    engine, done = FakeEngine(hold_first=True), []
+    s = Scheduler(engine).start()
+    s.submit(job("a", "final", 0, done))
+    assert engine.started.wait(5)
+    s.submit(job("up", "batch", 0, done))
+    s.submit(job("a", "final", 1, done))
+    stopper = threading.Thread(target=s.stop)
+    stopper.start()
+    engine.release.set()
+    stopper.join(10)
+    assert engine.calls == ["a:final:0", "a:final:1"]
+    (stopped,) = [r for r in done if r.job.kind == "batch"]
+    assert isinstance(stopped.error, SchedulerStopped) and stopped.transcription is None
+    with pytest.raises(SchedulerStopped):
+        s.submit(job("up", "batch", 1, done))
+
+
+def test_forget_drops_a_streams_queued_batch_jobs() -> None:
+    engine, done = FakeEngine(hold_first=True), []
+    with Scheduler(engine) as s:
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)
+        s.submit(job("up", "batch", 0, done))
+        s.forget("up")
+        assert s.backlog("up").batch == 0
+        engine.release.set()
+        assert s.wait_idle(timeout=10)
+    assert engine.calls == ["a:final:0"]

@@ -4,11 +4,16 @@ Finals (closed utterances) always run before partials (the growing audio of an
 utterance still open), and streams take turns, so one busy stream cannot starve
 the others. Finals are never dropped: a stream with too many queued finals makes
 `submit` wait. Partials are best-effort: each stream keeps only its newest ones.
+
+Batch jobs (the windows of an uploaded file, `engine.batch`) come after both, so
+an upload uses the time live streams leave; one that has waited `batch_patience`
+seconds goes next, so an upload is slowed by live work but never stopped.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -23,12 +28,17 @@ from livewhisper.engine.contract import TranscribeOptions, Transcriber, Transcri
 
 log = logging.getLogger(__name__)
 
-JobKind = Literal["final", "partial"]
+JobKind = Literal["final", "partial", "batch"]
+
+
+class SchedulerStopped(RuntimeError):
+    """A batch job submitted to, or still queued in, a scheduler that is stopping."""
 
 
 @dataclass
 class Job:
-    """Audio of one utterance of one stream; *on_done* is called on the worker thread."""
+    """Audio of one utterance of one stream (or one window of a batch); *on_done* is
+    called on the worker thread."""
 
     stream: Hashable
     kind: JobKind
@@ -72,17 +82,25 @@ class Backlog:
     partials: int = 0
     seconds: float = 0.0
     final_seconds: float = 0.0  # of which in finals: the text that is late for sure
+    batch: int = 0  # windows of uploads
 
 
 @dataclass
 class _Queues:
     finals: deque[Job] = field(default_factory=deque)
     partials: deque[Job] = field(default_factory=deque)
+    batch: deque[Job] = field(default_factory=deque)
+
+    def get(self, kind: JobKind) -> deque[Job]:
+        return {"final": self.finals, "partial": self.partials, "batch": self.batch}[kind]
 
 
 class Scheduler:
     """Runs jobs on one worker thread. `start`/`stop` are idempotent; use it as a
-    context manager to be sure the worker ends."""
+    context manager to be sure the worker ends.
+
+    *batch_patience*: the seconds a batch job waits behind live work at most before
+    it goes next (see `_next`)."""
 
     def __init__(
         self,
@@ -90,12 +108,16 @@ class Scheduler:
         *,
         max_finals_per_stream: int = 32,
         max_partials_per_stream: int = 1,
+        batch_patience: float = 10.0,
     ) -> None:
         if max_finals_per_stream < 1 or max_partials_per_stream < 1:
             raise ValueError("queue sizes must be at least 1")
+        if batch_patience < 0:
+            raise ValueError("batch_patience cannot be negative")
         self.engine = engine
         self.max_finals = max_finals_per_stream
         self.max_partials = max_partials_per_stream
+        self.batch_patience = batch_patience
         self._streams: dict[Hashable, _Queues] = {}
         self._turns: deque[Hashable] = deque()  # round-robin order of streams
         self._running: Job | None = None
@@ -116,7 +138,8 @@ class Scheduler:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish the queued finals, drop the partials, and end the worker."""
+        """Finish the queued finals, drop the partials, answer the queued batch jobs
+        with `SchedulerStopped` (their owners are waiting), and end the worker."""
         with self._cond:
             self._stop.set()
             for q in self._streams.values():
@@ -141,10 +164,13 @@ class Scheduler:
     def submit(self, job: Job, timeout: float | None = None) -> None:
         """Queue *job*. A final waits while its stream has `max_finals_per_stream`
         finals queued (TimeoutError after *timeout*); a partial replaces the stream's
-        oldest queued partial when the stream has too many."""
+        oldest queued partial when the stream has too many; a batch job is queued
+        behind its stream's others, or refused with `SchedulerStopped` once stopped."""
         with self._cond:
             if self._stop.is_set() and job.kind == "partial":
                 return
+            if self._stop.is_set() and job.kind == "batch":
+                raise SchedulerStopped("the model is shutting down")
             q = self._streams.get(job.stream)
             if q is None:
                 q = self._streams[job.stream] = _Queues()
@@ -153,6 +179,8 @@ class Scheduler:
                 if not self._cond.wait_for(lambda: len(q.finals) < self.max_finals, timeout):
                     raise TimeoutError(f"stream {job.stream!r}: the final queue stayed full")
                 q.finals.append(job)
+            elif job.kind == "batch":
+                q.batch.append(job)
             else:
                 if len(q.partials) >= self.max_partials:
                     q.partials.popleft()
@@ -167,11 +195,13 @@ class Scheduler:
                 q.partials.clear()
 
     def forget(self, stream: Hashable) -> None:
-        """Drop a stream that has ended; its queued finals still run."""
+        """Drop a stream that has ended; its queued finals still run, its queued
+        partials and batch jobs do not (nobody waits for them any more)."""
         with self._cond:
             q = self._streams.get(stream)
             if q is not None:
                 q.partials.clear()
+                q.batch.clear()
                 if not q.finals:
                     del self._streams[stream]
                     self._turns.remove(stream)
@@ -201,7 +231,7 @@ class Scheduler:
                 j
                 for s, q in self._streams.items()
                 if stream is None or s == stream
-                for j in (*q.finals, *q.partials)
+                for j in (*q.finals, *q.partials, *q.batch)
             ]
             running = self._running
             if running is not None and (stream is None or running.stream == stream):
@@ -211,28 +241,51 @@ class Scheduler:
             partials=sum(j.kind == "partial" for j in jobs),
             seconds=sum(j.seconds for j in jobs),
             final_seconds=sum(j.seconds for j in jobs if j.kind == "final"),
+            batch=sum(j.kind == "batch" for j in jobs),
         )
 
     # ------------------------------------------------------------------ worker
 
     def _next(self) -> Job | None:
-        """The next job, finals first, streams in turn; None once stopped and drained."""
+        """The next job, streams in turn; None once stopped and drained.
+
+        Finals first, then partials, then batch jobs, except that a batch job that
+        has waited `batch_patience` seconds goes before them all. What bounds the
+        waits: a batch job waits at most `batch_patience`, then for the job running
+        at that moment and for the windows of other uploads that are overdue too
+        (one each: an upload has one window queued at a time). Live work, in turn,
+        waits for at most one window of each upload in `batch_patience` seconds,
+        besides the job running when it came.
+        """
         with self._cond:
             while True:
-                for kind in ("finals", "partials"):
-                    for _ in range(len(self._turns)):
-                        stream = self._turns[0]
-                        self._turns.rotate(-1)
-                        q: deque[Job] = getattr(self._streams[stream], kind)
-                        if q:
-                            job = q.popleft()
-                            job.started = time.monotonic()
-                            self._running = job
-                            self._cond.notify_all()  # a submit may be waiting for room
-                            return job
+                now = time.monotonic()
+                job = (
+                    self._take("batch", queued_by=now - self.batch_patience)
+                    or self._take("final")
+                    or self._take("partial")
+                    or self._take("batch")
+                )
+                if job is not None:
+                    job.started = now
+                    self._running = job
+                    self._cond.notify_all()  # a submit may be waiting for room
+                    return job
                 if self._stop.is_set():
                     return None
                 self._cond.wait()
+
+    def _take(self, kind: JobKind, queued_by: float = math.inf) -> Job | None:
+        """The first job of *kind* submitted by *queued_by* (a `time.monotonic` time)
+        at the head of a stream's queue, in the streams' turn; the streams looked at
+        go to the back. Called with the lock held."""
+        for _ in range(len(self._turns)):
+            stream = self._turns[0]
+            self._turns.rotate(-1)
+            q = self._streams[stream].get(kind)
+            if q and q[0].submitted <= queued_by:
+                return q.popleft()
+        return None
 
     def _work(self) -> None:
         while (job := self._next()) is not None:
@@ -248,7 +301,9 @@ class Scheduler:
         started = time.monotonic()
         transcription: Transcription | None = job.result
         error: BaseException | None = None
-        if transcription is None:
+        if job.kind == "batch" and self._stop.is_set():
+            error = SchedulerStopped("the model is shutting down")
+        elif transcription is None:
             try:
                 options = job.options if job.prepare is None else job.prepare(job)
                 transcription = self.engine.transcribe(job.audio, options, offset=job.offset)
