@@ -56,6 +56,9 @@ class TranscribeOptions:
     #: are. With *context_language*, it is used only if the audio is in that language.
     context: str | None = None
     context_language: str | None = None
+    #: Words or phrases likely in the audio (names, terms), given to Whisper before
+    #: its previous text (faster-whisper's ``hotwords``).
+    hotwords: str | None = None
 
     def for_utterance(self) -> TranscribeOptions:
         """Settings for one live utterance that the segmenter already cut out of silence."""

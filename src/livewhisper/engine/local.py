@@ -136,6 +136,7 @@ class Engine:
             log_prob_threshold=options.log_prob_threshold,
             compression_ratio_threshold=options.compression_ratio_threshold,
             without_timestamps=options.without_timestamps,
+            hotwords=options.hotwords,
         )
 
     def stream(
@@ -233,7 +234,10 @@ class Engine:
         prompt_text = self._prompt(options, language)
         previous = tokenizer.encode(" " + prompt_text) if prompt_text else []
         prompt = model.get_prompt(
-            tokenizer, previous, without_timestamps=options.without_timestamps
+            tokenizer,
+            previous,
+            without_timestamps=options.without_timestamps,
+            hotwords=options.hotwords,
         )
         result = model.model.generate(
             encoded,
