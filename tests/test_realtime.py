@@ -1,0 +1,659 @@
+"""The OpenAI Realtime transcription route (`serve.ws_realtime`), through a real uvicorn
+server on a free port.
+
+The protocol tests use a scripted stream (loud frames are speech; it emits partials
+and finals from another thread, as the scheduler's worker does) and an engine that
+answers with the length of the audio, so event order, ids, times, errors and auth
+are tested on their own; the ``slow`` tests run the real model on real speech, one
+through the ``openai`` SDK's realtime client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+from starlette.applications import Starlette
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from livewhisper.engine.contract import TranscribeOptions, Transcription
+from livewhisper.engine.scheduler import Scheduler
+from livewhisper.errors import ModelError
+from livewhisper.live.contract import Emit, StreamStatus
+from livewhisper.metrics import word_error_rate as wer
+from livewhisper.serve.streams import StreamFactory, StreamRequest
+from livewhisper.serve.ws_realtime import SessionConfig, parse_session, realtime_routes
+from livewhisper.transcript import Segment, TextEvent
+
+T = TypeVar("T")
+LIBRIVOX = "librivox_sense_and_sensibility_01_austen_64kb-0880.flac"
+TIMEOUT = 60.0
+FRAME = 480  # 30 ms at 16 kHz
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, 180))
+
+
+# --- stand-ins for the model and the stream ---------------------------------------------
+
+
+class LengthEngine:
+    """Answers every decode with the length of its audio ("0.5 seconds") and the prompt."""
+
+    name = "length"
+
+    def check(self, options: TranscribeOptions) -> None:
+        if options.language not in (None, "en", "fr"):
+            raise ModelError(f"Unknown language {options.language!r}: use a code such as en.")
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        seconds = len(audio) / 16_000
+        text = f"{seconds:.1f} seconds"
+        if options is not None and options.initial_prompt:
+            text += f" after {options.initial_prompt}"
+        return Transcription([Segment(offset, offset + seconds, text)], "en", 1.0, seconds)
+
+
+class ScriptedStream:
+    """Loud 30 ms frames are speech. Every 0.3 s of speech gives a partial whose committed
+    words are one more ``w<n>``; 0.3 s of quiet ends the utterance with a final."""
+
+    worker = ThreadPoolExecutor(max_workers=1)
+    error: BaseException | None = None
+
+    def __init__(self, request: StreamRequest, emit: Emit) -> None:
+        self.key = object()
+        self.request = request
+        self.emit = emit
+        self.rest = np.zeros(0, np.float32)
+        self.frames = 0
+        self.next_id = 0
+        self.open: tuple[int, float] | None = None  # id, start
+        self.speech = 0
+        self.quiet = 0
+        self.fed = 0
+
+    def feed(self, samples: np.ndarray) -> None:
+        assert samples.dtype == np.float32 and samples.ndim == 1
+        self.fed += len(samples)
+        data = np.concatenate([self.rest, samples])
+        whole = len(data) - len(data) % FRAME
+        for i in range(0, whole, FRAME):
+            self._frame(float(np.abs(data[i : i + FRAME]).max()) > 0.05)
+        self.rest = data[whole:]
+
+    def _frame(self, loud: bool) -> None:
+        self.frames += 1
+        now = self.frames * FRAME / 16_000
+        if loud:
+            if self.open is None:
+                self.open = (self.next_id, now - FRAME / 16_000)
+                self.next_id += 1
+                self.speech = 0
+            self.quiet = 0
+            self.speech += 1
+            if self.speech % 10 == 0:
+                uid, start = self.open
+                stable = " ".join(f"w{n}" for n in range(self.speech // 10))
+                event = TextEvent("partial", uid, stable + " more", start, now, "en", stable)
+                self.worker.submit(self.emit, event)
+        elif self.open is not None:
+            self.quiet += 1
+            if self.quiet == 10:
+                self._close(now)
+
+    def _close(self, now: float) -> None:
+        assert self.open is not None
+        uid, start = self.open
+        words = " ".join(f"w{n}" for n in range(max(1, self.speech // 10)))
+        self.worker.submit(self.emit, TextEvent("final", uid, words + ".", start, now, "en"))
+        self.open = None
+
+    def finish(self, timeout: float | None = None) -> bool:
+        if self.open is not None:
+            self._close(self.frames * FRAME / 16_000)
+        self.worker.submit(lambda: None).result(timeout)
+        return True
+
+    def status(self) -> StreamStatus:
+        return StreamStatus(state="speech" if self.open is not None else "listening")
+
+
+def scripted_streams(made: list[ScriptedStream] | None = None) -> StreamFactory:
+    def make(request: StreamRequest, emit: Emit) -> ScriptedStream:
+        stream = ScriptedStream(request, emit)
+        if made is not None:
+            made.append(stream)
+        return stream
+
+    return make
+
+
+# --- the server and a client ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(
+    make_stream: StreamFactory, scheduler: Scheduler, token: str | None = None
+) -> Iterator[str]:
+    """A uvicorn server with the realtime routes on a free port; yields its URL."""
+    import uvicorn
+
+    routes = realtime_routes(make_stream, scheduler, token=token, model_name="tiny.en")
+    config = uvicorn.Config(
+        Starlette(routes=routes),
+        host="127.0.0.1",
+        port=0,
+        ws="websockets-sansio",
+        lifespan="off",
+        log_level="warning",
+    )
+    started = threading.Event()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            started.set()
+
+    server = Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        assert started.wait(TIMEOUT), "the server did not start"
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
+    finally:
+        server.should_exit = True
+        thread.join(TIMEOUT)
+
+
+@pytest.fixture
+def fake() -> Iterator[Scheduler]:
+    with Scheduler(LengthEngine()) as scheduler:  # type: ignore[arg-type]
+        yield scheduler
+
+
+async def recv(ws: ClientConnection) -> dict[str, Any]:
+    message = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert isinstance(message, str)
+    event = json.loads(message)
+    assert isinstance(event, dict) and event["event_id"].startswith("event_")
+    return event
+
+
+async def recv_until(ws: ClientConnection, done: Callable[[dict[str, Any]], bool]) -> list[Any]:
+    """Events up to and including the first that *done* accepts."""
+    seen = []
+    while True:
+        seen.append(await recv(ws))
+        if done(seen[-1]):
+            return seen
+
+
+def of_type(kind: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: bool(event["type"] == kind)
+
+
+async def send(ws: ClientConnection, kind: str, **fields: Any) -> None:
+    await ws.send(json.dumps({"type": kind, **fields}))
+
+
+def session(turn_detection: Any = "server_vad", rate: int = 16_000, **t: Any) -> dict[str, Any]:
+    turn = {"type": turn_detection} if turn_detection else None
+    audio_input = {"format": {"type": "audio/pcm", "rate": rate}, "turn_detection": turn}
+    if t:
+        audio_input["transcription"] = t
+    return {"type": "transcription", "audio": {"input": audio_input}}
+
+
+async def configure(ws: ClientConnection, **kw: Any) -> dict[str, Any]:
+    assert (await recv(ws))["type"] == "session.created"
+    await send(ws, "session.update", session=session(**kw))
+    updated = await recv(ws)
+    assert updated["type"] == "session.updated", updated
+    return updated
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def tone(seconds: float, rate: int = 16_000) -> np.ndarray:
+    n = int(seconds * rate)
+    return (0.3 * np.sin(2 * np.pi * 220 * np.arange(n) / rate)).astype(np.float32)
+
+
+def silence(seconds: float, rate: int = 16_000) -> np.ndarray:
+    return np.zeros(int(seconds * rate), np.float32)
+
+
+async def append(ws: ClientConnection, samples: np.ndarray, rate: int = 16_000) -> None:
+    """*samples* as appends of 100 ms each, as fast as the server takes them."""
+    data = pcm16(samples)
+    step = rate // 10 * 2
+    for i in range(0, len(data), step):
+        chunk = base64.b64encode(data[i : i + step]).decode()
+        await send(ws, "input_audio_buffer.append", audio=chunk)
+
+
+def by_item(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    items: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        if "item_id" in event:
+            items.setdefault(event["item_id"], []).append(event)
+    return items
+
+
+def check_item(events: list[dict[str, Any]]) -> str:
+    """An item's events come as the Realtime API's do; its transcript."""
+    kinds = [e["type"].rsplit(".", 1)[-1] for e in events]
+    stop = kinds.index("speech_stopped")
+    assert kinds[0] == "speech_started" and set(kinds[1:stop]) <= {"delta"}, kinds
+    assert kinds[stop:] in (
+        ["speech_stopped", "committed", "completed"],
+        ["speech_stopped", "committed", "delta", "completed"],  # the rest of the final
+    ), kinds
+    assert events[0]["audio_start_ms"] < events[stop]["audio_end_ms"]
+    assert events[-1]["content_index"] == 0 and events[-1]["usage"]["type"] == "duration"
+    transcript: str = events[-1]["transcript"]
+    return transcript
+
+
+# --- the session's settings (no server) ---------------------------------------------------
+
+
+def test_session_update_parses_both_shapes_and_keeps_what_is_left_out() -> None:
+    base = SessionConfig()
+    assert base == SessionConfig(rate=24_000, vad=True, language=None, prompt=None)
+    update = {"type": "session.update", "session": session(None, 16_000, language="fr")}
+    config, dialect = parse_session(base, update)
+    assert (config, dialect) == (SessionConfig(16_000, False, "fr", None), "ga")
+    # Only what is given changes: the rate and turn detection stay.
+    only_prompt = session(rate=16_000, prompt="names: Dashwood")
+    del only_prompt["audio"]["input"]["turn_detection"], only_prompt["audio"]["input"]["format"]
+    config, _ = parse_session(config, {"type": "session.update", "session": only_prompt})
+    assert config == SessionConfig(16_000, False, "fr", "names: Dashwood")
+    beta = {
+        "type": "transcription_session.update",
+        "session": {
+            "input_audio_format": "pcm16",
+            "input_audio_transcription": {"model": "whisper-1", "language": ""},
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 700},
+        },
+    }
+    config, dialect = parse_session(config, beta)
+    assert (config, dialect) == (SessionConfig(24_000, True, None, "names: Dashwood"), "beta")
+
+
+# --- the protocol, on scripted streams ----------------------------------------------------
+
+
+def test_server_vad_items_start_grow_and_complete_in_order(fake: Scheduler) -> None:
+    made: list[ScriptedStream] = []
+
+    async def main(url: str) -> None:
+        async with connect(url) as ws:
+            created = await recv(ws)
+            assert created["type"] == "session.created"
+            assert created["session"]["type"] == "transcription"
+            assert created["session"]["audio"]["input"]["format"] == {
+                "type": "audio/pcm",
+                "rate": 24_000,
+            }
+            assert created["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+            await send(ws, "session.update", session=session(rate=16_000))
+            updated = await recv(ws)
+            assert updated["type"] == "session.updated"
+            assert updated["session"]["audio"]["input"]["transcription"]["model"] == "tiny.en"
+            audio = [silence(0.5), tone(1.0), silence(0.6), tone(0.7), silence(0.6)]
+            await append(ws, np.concatenate(audio))
+            events = await recv_until(ws, of_type(COMPLETED))
+            events += await recv_until(ws, of_type(COMPLETED))
+        items = by_item(events)
+        assert len(items) == 2
+        first, second = items.values()
+        assert [check_item(first), check_item(second)] == ["w0 w1 w2.", "w0 w1."]
+        deltas = [e["delta"] for e in first if e["type"].endswith("delta")]
+        # The words as they are committed, each once, and what the final adds.
+        assert deltas == ["w0", " w1", " w2", "."]
+        # Session milliseconds, counted in samples.
+        assert first[0]["audio_start_ms"] == pytest.approx(500, abs=40)
+        assert second[0]["audio_start_ms"] == pytest.approx(2100, abs=40)
+        committed = [e for e in events if e["type"] == "input_audio_buffer.committed"]
+        assert committed[0]["previous_item_id"] is None
+        assert committed[1]["previous_item_id"] == committed[0]["item_id"]
+        assert len(made) == 1 and made[0].request == StreamRequest(partials=True)
+
+    with serving(scripted_streams(made), fake) as url:
+        run(main(url))
+
+
+def test_manual_commits_are_decoded_as_one_utterance_each(fake: Scheduler) -> None:
+    async def main(url: str) -> None:
+        async with connect(url) as ws:
+            await configure(ws, turn_detection=None, rate=24_000, prompt="Dashwood")
+            await append(ws, tone(1.0, 24_000), rate=24_000)  # resampled to 16 kHz
+            await send(ws, "input_audio_buffer.commit")
+            first = await recv_until(ws, of_type(COMPLETED))
+            assert [e["type"] for e in first] == [
+                "input_audio_buffer.committed",
+                "conversation.item.input_audio_transcription.delta",
+                "conversation.item.input_audio_transcription.completed",
+            ]
+            assert first[0]["previous_item_id"] is None
+            assert first[-1]["transcript"] == "1.0 seconds after Dashwood"
+            assert first[-1]["usage"] == {"type": "duration", "seconds": pytest.approx(1.0, 0.01)}
+            await append(ws, silence(0.5, 24_000), rate=24_000)
+            await send(ws, "input_audio_buffer.commit")
+            second = await recv_until(ws, of_type(COMPLETED))
+            assert second[0]["previous_item_id"] == first[0]["item_id"]
+            assert second[-1]["transcript"] == "0.5 seconds after Dashwood"
+
+    with serving(scripted_streams(), fake) as url:
+        run(main(url))
+
+
+def test_clear_drops_the_buffered_audio(fake: Scheduler) -> None:
+    async def main(url: str) -> None:
+        async with connect(url) as ws:
+            await configure(ws, turn_detection=None)
+            await append(ws, tone(0.8))
+            await send(ws, "input_audio_buffer.clear")
+            assert (await recv(ws))["type"] == "input_audio_buffer.cleared"
+            await send(ws, "input_audio_buffer.commit", event_id="c1")
+            error = await recv(ws)
+            assert error["type"] == "error"
+            assert error["error"]["code"] == "input_audio_buffer_commit_empty"
+            assert error["error"]["event_id"] == "c1"
+            await append(ws, tone(0.3))
+            await send(ws, "input_audio_buffer.commit")
+            events = await recv_until(ws, of_type(COMPLETED))
+            assert events[-1]["transcript"] == "0.3 seconds"
+
+    with serving(scripted_streams(), fake) as url:
+        run(main(url))
+
+
+def test_clear_with_server_vad_drops_the_open_utterance(fake: Scheduler) -> None:
+    async def main(url: str) -> None:
+        async with connect(url) as ws:
+            await configure(ws)
+            await append(ws, np.concatenate([tone(0.5), silence(0.5), tone(0.7)]))
+            await send(ws, "input_audio_buffer.clear")
+            events = await recv_until(ws, of_type("input_audio_buffer.cleared"))
+            await append(ws, np.concatenate([silence(0.3), tone(0.4), silence(0.5)]))
+            events += await recv_until(ws, of_type(COMPLETED))
+            if sum(e["type"].endswith("completed") for e in events) < 2:
+                events += await recv_until(ws, of_type(COMPLETED))
+        items = list(by_item(events).values())
+        # The utterance that ended is transcribed; the open one was cleared; the next is new.
+        done = [check_item(i) for i in items if i[-1]["type"].endswith("completed")]
+        assert done == ["w0.", "w0."]
+        cleared = [i for i in items if not i[-1]["type"].endswith("completed")]
+        assert len(cleared) == 1 and cleared[0][0]["type"].endswith("speech_started")
+
+    with serving(scripted_streams(), fake) as url:
+        run(main(url))
+
+
+def test_commit_with_server_vad_ends_the_utterance_now(fake: Scheduler) -> None:
+    async def main(url: str) -> None:
+        async with connect(url) as ws:
+            await configure(ws)
+            await send(ws, "input_audio_buffer.commit")
+            assert (await recv(ws))["error"]["code"] == "input_audio_buffer_commit_empty"
+            await append(ws, tone(0.7))
+            await send(ws, "input_audio_buffer.commit")
+            events = await recv_until(ws, of_type(COMPLETED))
+            assert check_item(list(by_item(events).values())[0]) == "w0 w1."
+
+    with serving(scripted_streams(), fake) as url:
+        run(main(url))
+
+
+def event(kind: object = None, **fields: Any) -> str:
+    """A client event as text, with ``event_id`` "e1" (no ``type`` when *kind* is None)."""
+    typed = {} if kind is None else {"type": kind}
+    return json.dumps({**typed, "event_id": "e1", **fields})
+
+
+UPDATE = "session.update"
+APPEND = "input_audio_buffer.append"
+#: A malformed event, the code and param of the error it gets.
+MALFORMED: list[tuple[str, str, str | None]] = [
+    ("{not json", "invalid_json", None),
+    ("[1, 2]", "invalid_type", None),
+    (event(), "missing_required_parameter", "type"),
+    (event(7), "invalid_type", "type"),
+    (event("response.create"), "invalid_value", "type"),
+    (event(APPEND), "missing_required_parameter", "audio"),
+    (event(APPEND, audio=5), "invalid_type", "audio"),
+    (event(APPEND, audio="@@"), "invalid_value", "audio"),
+    (event(UPDATE), "missing_required_parameter", "session"),
+    (event(UPDATE, session=[]), "invalid_type", "session"),
+    (event(UPDATE, session={}), "missing_required_parameter", "session.type"),
+    (event(UPDATE, session={"type": "realtime"}), "invalid_value", "session.type"),
+    (
+        event(UPDATE, session=session(rate="24000")),  # type: ignore[arg-type]
+        "invalid_type",
+        "session.audio.input.format.rate",
+    ),
+    (
+        event(UPDATE, session=session(rate=96_000)),
+        "invalid_value",
+        "session.audio.input.format.rate",
+    ),
+    (
+        event(UPDATE, session=session("semantic_vad")),
+        "invalid_value",
+        "session.audio.input.turn_detection.type",
+    ),
+    (
+        event(UPDATE, session=session(language="xx")),
+        "invalid_value",
+        "session.audio.input.transcription.language",
+    ),
+    (
+        event("transcription_session.update", session={"input_audio_format": "g711_ulaw"}),
+        "invalid_value",
+        "session.input_audio_format",
+    ),
+]
+
+
+def test_malformed_events_each_get_an_error_and_the_session_goes_on(fake: Scheduler) -> None:
+    async def main(url: str) -> None:
+        async with connect(url) as ws:
+            await configure(ws, turn_detection=None)
+            for text, code, param in MALFORMED:
+                await ws.send(text)
+                event = await recv(ws)
+                assert event["type"] == "error", text
+                error = event["error"]
+                assert (error["type"], error["code"], error["param"]) == (
+                    "invalid_request_error",
+                    code,
+                    param,
+                ), text
+                assert error["message"]
+                assert error["event_id"] == ("e1" if '"e1"' in text else None), text
+            await ws.send(b"\x00\x01")
+            assert (await recv(ws))["error"]["code"] == "invalid_value"
+            # Nothing above changed the session: still manual, 16 kHz, and working.
+            await append(ws, tone(0.5))
+            await send(ws, "input_audio_buffer.commit")
+            events = await recv_until(ws, of_type(COMPLETED))
+            assert events[-1]["transcript"] == "0.5 seconds"
+
+    with serving(scripted_streams(), fake) as url:
+        run(main(url))
+
+
+def test_the_beta_transcription_session_events(fake: Scheduler) -> None:
+    async def main(url: str) -> None:
+        async with connect(url, additional_headers={"OpenAI-Beta": "realtime=v1"}) as ws:
+            created = await recv(ws)
+            assert created["type"] == "transcription_session.created"
+            assert created["session"]["input_audio_format"] == "pcm16"
+            update = {
+                "input_audio_transcription": {"model": "gpt-4o-transcribe", "language": "en"},
+                "turn_detection": None,
+            }
+            await send(ws, "transcription_session.update", session=update)
+            updated = await recv(ws)
+            assert updated["type"] == "transcription_session.updated"
+            assert updated["session"]["turn_detection"] is None
+            assert updated["session"]["input_audio_transcription"]["language"] == "en"
+            await append(ws, tone(0.4, 24_000), rate=24_000)
+            await send(ws, "input_audio_buffer.commit")
+            events = await recv_until(ws, of_type(COMPLETED))
+            assert events[-1]["transcript"] == "0.4 seconds"
+
+    with serving(scripted_streams(), fake) as url:
+        run(main(url))
+
+
+def test_a_token_is_required_when_the_server_has_one(fake: Scheduler) -> None:
+    async def main(url: str) -> None:
+        for headers, query in [({}, ""), ({"Authorization": "Bearer wrong"}, "&token=wrong")]:
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url + query, additional_headers=headers):
+                    pass
+            assert refused.value.response.status_code == 401
+            body = json.loads(refused.value.response.body or b"{}")
+            assert body["error"]["code"] == "invalid_api_key"
+        async with connect(url, additional_headers={"Authorization": "Bearer s3cret"}) as ws:
+            assert (await recv(ws))["type"] == "session.created"
+        async with connect(url + "&token=s3cret") as ws:
+            assert (await recv(ws))["type"] == "session.created"
+        protocols = ["realtime", "openai-insecure-api-key.s3cret"]
+        async with connect(url, subprotocols=protocols) as ws:  # type: ignore[arg-type]
+            assert ws.subprotocol == "realtime"
+            assert (await recv(ws))["type"] == "session.created"
+
+    with serving(scripted_streams(), fake, token="s3cret") as url:
+        run(main(url))
+
+
+# --- the real model on real speech ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scheduler(engine: Any) -> Iterator[Scheduler]:
+    with Scheduler(engine) as running_scheduler:
+        yield running_scheduler
+
+
+def to_24k(samples: np.ndarray) -> np.ndarray:
+    import soxr
+
+    out: np.ndarray = soxr.resample(samples, 16_000, 24_000).astype(np.float32)
+    return out
+
+
+@pytest.mark.slow
+def test_server_vad_session_through_the_openai_sdk(
+    scheduler: Scheduler, speech: Callable[[str], np.ndarray], references: dict[str, str]
+) -> None:
+    """Three clips with pauses, at 24 kHz (the SDK's default format), in real time."""
+    openai = pytest.importorskip("openai")
+    from livewhisper.serve.streams import live_streams
+
+    names = ["jfk.flac", "goforward.flac", LIBRIVOX]
+    gap = silence(1.5)
+    audio = to_24k(np.concatenate([gap, *(x for n in names for x in (speech(n), gap))]))
+
+    async def main(url: str) -> list[dict[str, Any]]:
+        client = openai.AsyncOpenAI(api_key="s3cret", base_url=url.replace("ws", "http", 1))
+        async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            first = await conn.recv()
+            assert first.type == "session.created"
+            await conn.session.update(
+                session={
+                    "type": "transcription",
+                    "audio": {
+                        "input": {
+                            "format": {"type": "audio/pcm", "rate": 24000},
+                            "transcription": {"model": "gpt-4o-transcribe", "language": "en"},
+                            "turn_detection": {"type": "server_vad"},
+                        }
+                    },
+                }
+            )
+            events: list[dict[str, Any]] = []
+
+            async def sender() -> None:
+                loop = asyncio.get_running_loop()
+                t0, step = loop.time(), 2400  # 100 ms
+                data = pcm16(audio)
+                for n, i in enumerate(range(0, len(audio), step), 1):
+                    chunk = base64.b64encode(data[2 * i : 2 * (i + step)]).decode()
+                    await conn.input_audio_buffer.append(audio=chunk)
+                    await asyncio.sleep(max(0.0, t0 + n * 0.1 - loop.time()))
+
+            task = asyncio.create_task(sender())
+            words = len(" ".join(references[n] for n in names).split())
+            while True:
+                event = await asyncio.wait_for(conn.recv(), TIMEOUT)
+                events.append(event.model_dump())
+                transcripts = " ".join(
+                    e["transcript"] for e in events if e["type"].endswith("completed")
+                )
+                if task.done() and len(transcripts.split()) >= words - 2:
+                    break
+                if task.done() and event.type.endswith("completed") and len(events) > 200:
+                    break
+            await task
+        return events
+
+    make, _ = live_streams(scheduler)
+    with serving(make, scheduler, token="s3cret") as url:
+        events = run(main(url.split("/realtime")[0]))
+    assert events[0]["type"] == "session.updated"
+    items = by_item(events)
+    transcripts = [check_item(item) for item in items.values()]
+    assert len(transcripts) >= 3
+    reference = " ".join(references[n] for n in names)
+    assert wer(reference, " ".join(transcripts)) <= 0.3, transcripts
+    assert any(e["type"].endswith("delta") for e in events)  # text while speaking
+    starts = [item[0]["audio_start_ms"] for item in items.values()]
+    assert starts == sorted(starts) and starts[0] >= 1000
+
+
+@pytest.mark.slow
+def test_manual_commits_of_real_speech(
+    scheduler: Scheduler, speech: Callable[[str], np.ndarray], references: dict[str, str]
+) -> None:
+    from livewhisper.serve.streams import live_streams
+
+    names = ["goforward.flac", "jfk.flac"]
+
+    async def main(url: str) -> list[str]:
+        texts = []
+        async with connect(url) as ws:
+            await configure(ws, turn_detection=None, language="en")
+            for name in names:
+                await append(ws, np.concatenate([silence(0.3), speech(name), silence(0.3)]))
+                await send(ws, "input_audio_buffer.commit")
+                events = await recv_until(ws, of_type(COMPLETED))
+                texts.append(events[-1]["transcript"])
+        return texts
+
+    make, _ = live_streams(scheduler)
+    with serving(make, scheduler) as url:
+        texts = run(main(url))
+    for name, text in zip(names, texts, strict=True):
+        assert wer(references[name], text) <= 0.2, (name, text)
