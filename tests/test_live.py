@@ -822,3 +822,21 @@ def test_latency_is_counted_from_the_end_of_speech(scheduler: Scheduler) -> None
     assert stream.finish(timeout=10)
     (latency,) = stream.latencies
     assert 0.3 - 0.05 <= latency < 0.3 + 1.0, latency
+
+
+def test_a_stop_only_a_pass_that_heard_on_past_it_confirms_ends_a_sentence() -> None:
+    from livewhisper.live.cuts import confirmed_stops
+
+    committed = [
+        HypWord("Walking", 0.0, 0.4),
+        HypWord("pace,", 0.5, 0.9),
+        HypWord("crowds.", 1.0, 1.4),
+    ]
+    # The latest pass heard "ran" after "crowds", with no stop: not a sentence end.
+    latest = [*committed[:2], HypWord("crowds", 1.05, 1.4), HypWord("ran", 1.5, 1.8)]
+    assert [w.text for w in confirmed_stops(committed, latest)] == ["Walking", "pace,", "crowds"]
+    # A pass that ends with the word cannot confirm its stop either...
+    assert confirmed_stops(committed, committed)[-1].text == "crowds"
+    # ...one that heard on and kept the stop does.
+    latest = [*committed, HypWord("Then", 1.6, 1.8)]
+    assert confirmed_stops(committed, latest)[-1].text == "crowds."

@@ -6,6 +6,7 @@ Pure functions of text, times and samples.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -104,3 +105,27 @@ def ends_sentence(text: str) -> bool:
     if last.endswith(("..", "…")) or last.lower() in _TITLES:
         return False
     return word_ends_sentence(last)
+
+
+def confirmed_stops(committed: list[HypWord], latest: list[HypWord]) -> list[HypWord]:
+    """*committed* with the sentence end of each word kept only where the latest
+    pass also ends a sentence after it and heard a word after it.
+
+    A word is committed as it was when two passes first agreed on it, and a pass
+    over audio that stops after a word tends to end it with a full stop ("as
+    crowds." of "as crowds ran beside it"): only a pass that heard on past the
+    word can say the sentence ended there. The latest pass's word is the one with
+    the same key that starts within 0.25 s of it."""
+    out = []
+    for word in committed:
+        confirmed = False
+        if word_ends_sentence(word.text):
+            for seen in latest[:-1]:
+                if key(seen.text) == key(word.text) and abs(seen.start - word.start) < 0.25:
+                    confirmed = word_ends_sentence(seen.text)
+                    break
+        if confirmed or not word_ends_sentence(word.text):
+            out.append(word)
+        else:
+            out.append(dataclasses.replace(word, text=word.text.rstrip(".?!。？！\"')»”’")))
+    return out

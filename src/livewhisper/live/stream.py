@@ -23,10 +23,10 @@ from livewhisper.audio.pcm import SAMPLE_RATE, SILENCE_DB, level_db
 from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.scheduler import Job, JobResult, Scheduler
 from livewhisper.errors import LivewhisperError
-from livewhisper.live.agreement import Agreement
+from livewhisper.live.agreement import Agreement, HypWord
 from livewhisper.live.context import Context, ContextOptions
 from livewhisper.live.contract import Emit, State, StreamStatus
-from livewhisper.live.cuts import ends_sentence, hypothesis, quietest_gap
+from livewhisper.live.cuts import confirmed_stops, ends_sentence, hypothesis, quietest_gap
 from livewhisper.live.segmenter import (
     FRAME_SAMPLES,
     FRAME_SECONDS,
@@ -180,6 +180,7 @@ class LiveStream:
         self._last_partial: tuple[str, str] | None = None
         self._changed = False  # committed words changed since the last cut check
         self._speculation: dict[int, _Speculation] = {}
+        self._latest: list[HypWord] = []  # the words of the last partial pass (_lock)
         # A speculative final that ended a sentence, for the audio thread to cut at.
         self._sentence_end: _Speculation | None = None
         self._language: str | None = None  # the last one heard, for pieces
@@ -469,6 +470,7 @@ class LiveStream:
         self._heard_until = max(self._heard_until, job.offset + job.seconds)
         self._language = transcription.language or self._language  # for pieces
         words = hypothesis(transcription)
+        self._latest = words  # for where a piece may be cut
         timed = any(s.words for s in transcription.segments)
         horizon = job.offset + job.seconds - COMMIT_MARGIN if timed else None
         if self._agreement.update(words, complete=complete, timed=timed, horizon=horizon):
@@ -539,7 +541,7 @@ class LiveStream:
             if not self._changed:
                 return
             self._changed = False
-            committed = list(self._agreement.committed)
+            committed = confirmed_stops(list(self._agreement.committed), self._latest)
             start = self._open_start
         span = committed[-1].end - start if committed else 0.0
         if len(committed) < 2 or span < self.options.piece_seconds:
