@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from livewhisper.engine.batch import BatchDecode, windows
 from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.scheduler import Job, JobResult, Scheduler, SchedulerStopped
 from livewhisper.transcript import Segment
@@ -265,4 +266,64 @@ def test_forget_drops_a_streams_queued_batch_jobs() -> None:
         assert s.backlog("up").batch == 0
         engine.release.set()
         assert s.wait_idle(timeout=10)
+    assert engine.calls == ["a:final:0"]
+
+
+def test_windows_are_cut_in_pauses_and_lose_nothing() -> None:
+    rng = np.random.default_rng(0)
+    audio = rng.normal(0, 0.3, 100 * 16000).astype(np.float32)
+    pauses = (24.0, 51.0, 77.5)  # one in the last 10 s of each 30 s window
+    for at in pauses:
+        audio[int(at * 16000) : int((at + 0.3) * 16000)] = 0.0
+    blocks = [audio[i : i + 50_000] for i in range(0, len(audio), 50_000)]
+    pieces = list(windows(blocks, window=30.0, search=10.0))
+    assert np.array_equal(np.concatenate(pieces), audio)
+    assert all(len(p) <= 30 * 16000 for p in pieces)
+    cuts = np.cumsum([len(p) for p in pieces])[:-1] / 16000
+    assert len(cuts) == len(pauses)
+    assert all(at <= cut <= at + 0.3 for at, cut in zip(pauses, cuts, strict=True))
+
+
+class Languages:
+    """Hears nothing in the first window, then German: "text N" for window N."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.asked: list[TranscribeOptions] = []
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        assert options is not None
+        self.asked.append(options)
+        n = len(self.asked)
+        segments = [Segment(offset, offset + 1, f"text {n}")] if n > 1 else []
+        return Transcription(segments, "de" if n > 1 else "en")
+
+
+def test_a_batch_decode_goes_on_from_each_window_in_its_language() -> None:
+    engine = Languages()
+    with Scheduler(engine) as s:  # type: ignore[arg-type]
+        decode = BatchDecode(s, TranscribeOptions())
+        results = [decode.submit(np.zeros(16000, np.float32)).result(10) for _ in range(4)]
+        decode.close()
+    assert [r.segments[0].start if r.segments else None for r in results] == [None, 1, 2, 3]
+    # The language of the first window with speech, and the text of the one before.
+    assert [o.language for o in engine.asked] == [None, None, "de", "de"]
+    assert [o.context for o in engine.asked] == [None, None, "text 2", "text 3"]
+    assert decode.offset == 4.0
+
+
+def test_a_cancelled_window_is_not_decoded() -> None:
+    engine, done = FakeEngine(hold_first=True), []
+    with Scheduler(engine) as s:
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)
+        decode = BatchDecode(s, OPTS)
+        future = decode.submit(np.zeros(16000, np.float32))
+        assert future.cancel()
+        engine.release.set()
+        assert s.wait_idle(timeout=10)
+        decode.close()
     assert engine.calls == ["a:final:0"]
