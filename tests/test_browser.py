@@ -170,9 +170,14 @@ def test_page_reconnects_and_resumes_its_transcript(
 
     async def drop_connections() -> int:
         # As if the network went away: no close frame, the page sees code 1006.
-        connections = list(server.server.audio)
-        for connection in connections:
-            connection.ws.transport.abort()
+        # uvicorn's WebSocket protocols hold the sockets.
+        connections = [
+            protocol
+            for protocol in server.server.uvicorn.server_state.connections
+            if getattr(protocol, "scope", {}).get("type") == "websocket"
+        ]
+        for protocol in connections:
+            protocol.transport.abort()
         return len(connections)
 
     dropped = asyncio.run_coroutine_threadsafe(drop_connections(), server.loop).result(10)

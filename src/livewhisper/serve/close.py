@@ -8,6 +8,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED = 1003  # text where audio is expected
 CLOSE_INVALID = 1007  # bad JSON, a bad control message, odd PCM byte counts, undecodable audio
 CLOSE_POLICY = 1008  # idle, session too long, a client that does not read
+CLOSE_TOO_BIG = 1009  # a message over the limit
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013  # the server is full
 

@@ -3,9 +3,10 @@
 `AudioConnection` runs the connection's life (a receiver, a sender with a bounded
 outbox, a watch on the model's backlog), its limits (idle timeout, session length,
 a client that does not read, a session that stays behind), its session in the hub
-and the stream it feeds (`intake.AudioIntake`). A protocol is a subclass that says
-what text messages mean, whether the client is told it is busy, and which events
-it is sent: `ws_audio` (``/ws``) and `ws_whisper` (``/ws/whisper/``).
+and the stream it feeds (`intake.AudioIntake`), over a `transport.Transport`, so it
+does not care which server runs it. A protocol is a subclass that says what text
+messages mean, whether the client is told it is busy, and which events it is sent:
+`ws_audio` (``/ws``) and `ws_whisper` (``/ws/whisper/``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ import json
 import time
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-
 from livewhisper.audio.pcm import SAMPLE_RATE
 from livewhisper.errors import LivewhisperError
 from livewhisper.live.contract import Emit
@@ -26,6 +24,7 @@ from livewhisper.serve.close import (
     CLOSE_INVALID,
     CLOSE_NORMAL,
     CLOSE_POLICY,
+    CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
     CLOSE_UNSUPPORTED,
     ProtocolError,
@@ -35,6 +34,7 @@ from livewhisper.serve.hub import Hub, HubSession, shift_event
 from livewhisper.serve.intake import AudioIntake, Offload, check_stream
 from livewhisper.serve.options import ServerOptions
 from livewhisper.serve.streams import StreamBacklog, StreamFactory, StreamRequest
+from livewhisper.serve.transport import Disconnected, Transport
 from livewhisper.transcript import TextEvent
 
 OUTBOX_SIZE = 1024  # messages waiting to be sent before the client counts as not reading
@@ -53,13 +53,13 @@ class AudioConnection:
 
     def __init__(
         self,
-        ws: ServerConnection,
+        transport: Transport,
         options: ServerOptions,
         hub: Hub,
         make_stream: StreamFactory,
         backlog: StreamBacklog,
     ) -> None:
-        self.ws = ws
+        self.transport = transport
         self.options = options
         self.hub = hub
         self.make_stream = make_stream
@@ -102,7 +102,7 @@ class AudioConnection:
             await self._receiver
         except ProtocolError as exc:
             self.closing = self.closing or exc
-        except ConnectionClosed:
+        except Disconnected:
             pass
         except asyncio.CancelledError:
             if self.closing is None or not self._receiver.cancelled():
@@ -115,10 +115,10 @@ class AudioConnection:
                 self.closing = self.closing or exc
             self.detach()
             await self.outbox.put(None)
-            with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
+            with contextlib.suppress(Disconnected, asyncio.CancelledError):
                 await sender
         if self.closing is not None:
-            await self.ws.close(self.closing.code, self.closing.reason)
+            await self.transport.close(self.closing.code, self.closing.reason)
 
     async def _receive_loop(self) -> None:
         opts = self.options
@@ -129,7 +129,9 @@ class AudioConnection:
                     CLOSE_POLICY, f"session length limit ({opts.max_session_seconds:.0f} s) reached"
                 )
             try:
-                message = await asyncio.wait_for(self.ws.recv(), min(left, opts.idle_timeout))
+                message = await asyncio.wait_for(
+                    self.transport.receive(), min(left, opts.idle_timeout)
+                )
             except asyncio.TimeoutError:
                 if time.monotonic() - self.started >= opts.max_session_seconds:
                     continue  # reported at the top of the loop
@@ -138,6 +140,8 @@ class AudioConnection:
                 ) from None
             if self.closing is not None:
                 raise self.closing
+            if len(message) > opts.max_message_bytes:  # where the ASGI server does not bound it
+                raise ProtocolError(CLOSE_TOO_BIG, "message too big")
             if isinstance(message, str):
                 await self.on_text(message)
             else:
@@ -148,7 +152,7 @@ class AudioConnection:
             message = await self.outbox.get()
             if message is None:
                 return
-            await self.ws.send(json.dumps(message, ensure_ascii=False))
+            await self.transport.send(json.dumps(message, ensure_ascii=False))
 
     def send(self, message: dict[str, Any]) -> None:
         if self.outbox.full():

@@ -1,16 +1,11 @@
-"""`--serve`: a websockets server that is its own web server.
+"""`LiveServer`: the app (`app.create_app`) served by uvicorn on this event loop.
 
-One port carries the page (``/``), the caption view (``/captions``), their static
-files (`static`), and the WebSocket paths, each a protocol in a module of its own:
-
-* ``/ws`` (`ws_audio`): the page's protocol, JSON control messages and binary audio.
-* ``/ws/whisper/`` (`ws_whisper`): for simple clients that send ``MediaRecorder``
-  chunks or raw 16 kHz PCM and read ``JSON.parse(event.data).text``.
-* ``/ws/captions`` (`ws_captions`): a read-only feed of one session's events.
-
-`LiveServer` wires them together: `admission` decides who may open a socket, the
-`hub` keeps the sessions and their viewers, and each audio connection runs one
-stream that the factory makes (`streams`) over the one shared scheduler.
+One port carries the page (``/``), the caption view (``/captions``), their files
+and the WebSocket protocols (see `app`). The port is bound here, so a port that is
+taken is an ``OSError`` from `LiveServer.start`; uvicorn then serves HTTP (h11) and
+WebSockets (the ``websockets`` library's protocol, sans I/O) on it, with the
+limits of `ServerOptions` (message size, pings) and TLS from its certificate.
+Signals stay with the program: uvicorn installs no handlers here.
 `thread.ServerThread` runs it for a program that is not asyncio.
 """
 
@@ -18,31 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from urllib.parse import parse_qs, urlsplit
+import socket
+from collections.abc import AsyncIterator, Iterator, Sequence
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.http11 import Request, Response
+import uvicorn
+from starlette.routing import BaseRoute
 
 from livewhisper.live.contract import Emit
-from livewhisper.serve import tls
-from livewhisper.serve.admission import Admission, with_token
-from livewhisper.serve.close import CLOSE_TRY_AGAIN
+from livewhisper.serve.app import LiveState, create_app
 from livewhisper.serve.connection import AudioConnection
 from livewhisper.serve.hub import Hub
-from livewhisper.serve.options import AUDIO_PATH, CAPTIONS_PATH, WHISPER_PATHS, ServerOptions
-from livewhisper.serve.static import Static
-from livewhisper.serve.streams import StreamBacklog, StreamFactory, no_backlog
-from livewhisper.serve.ws_audio import ControlConnection
-from livewhisper.serve.ws_captions import serve_viewer
-from livewhisper.serve.ws_whisper import WhisperConnection
-from livewhisper.transcript import TextEvent
+from livewhisper.serve.options import ServerOptions
+from livewhisper.serve.streams import StreamBacklog, StreamFactory
 
-#: The audio protocols, by path; a new protocol is a module and a line here.
-PROTOCOLS: dict[str, type[AudioConnection]] = {
-    AUDIO_PATH: ControlConnection,
-    **dict.fromkeys(WHISPER_PATHS, WhisperConnection),
-}
+#: Seconds uvicorn waits for requests still running once the sessions have closed.
+SHUTDOWN_GRACE = 10
 
 
 class LiveServer:
@@ -58,44 +43,67 @@ class LiveServer:
         make_stream: StreamFactory,
         *,
         backlog: StreamBacklog | None = None,
+        extra_routes: Sequence[BaseRoute] = (),
     ) -> None:
-        self.options = with_token(options)
-        self.make_stream = make_stream
-        self.backlog = backlog or no_backlog
-        self.hub = Hub(options.resume_seconds)
-        self.admission = Admission(self.options, self.backlog)
-        self.static = Static()
-        self.audio: set[AudioConnection] = set()
-        self._server: Server | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.app = create_app(options, make_stream, backlog=backlog, extra_routes=extra_routes)
+        self.live: LiveState = self.app.state.livewhisper
+        self.options = self.live.options
+        self._uvicorn: _Uvicorn | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sockets: list[socket.socket] = []
 
     # Life cycle.
 
     async def start(self) -> None:
+        """Bind the port and serve; an ``OSError`` if the port cannot be bound."""
+        if self._task is not None:
+            return
         opts = self.options
-        self._loop = asyncio.get_running_loop()
-        self._server = await serve(
-            self._handler,
-            opts.host,
-            opts.port,
-            process_request=self._process_request,
-            max_size=opts.max_message_bytes,
-            ping_interval=opts.ping_interval,
-            ping_timeout=opts.ping_timeout,
-            compression=None,  # audio does not compress, and a stream is cheaper without
-            ssl=None if opts.certfile is None else tls.server_context(opts.certfile, opts.keyfile),
+        config = uvicorn.Config(
+            self.app,
+            host=opts.host,
+            port=opts.port,
+            http="h11",  # the same HTTP parser wherever it runs
+            ws="websockets-sansio",
+            ws_max_size=opts.max_message_bytes,
+            ws_ping_interval=opts.ping_interval,
+            ws_ping_timeout=opts.ping_timeout,
+            ws_per_message_deflate=False,  # audio does not compress; a stream is cheaper without
+            lifespan="off",
+            log_config=None,  # the program configures logging, not the library
+            ssl_certfile=opts.certfile,
+            ssl_keyfile=opts.keyfile,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE,
         )
+        config.load()  # a certificate that cannot be loaded fails here
+        sockets = listen_sockets(opts.host, opts.port)
+        server = _Uvicorn(config)
+        task = asyncio.create_task(server.serve(sockets), name="livewhisper-uvicorn")
+        up = asyncio.create_task(server.up.wait())
+        await asyncio.wait({task, up}, return_when=asyncio.FIRST_COMPLETED)
+        if not up.done():
+            up.cancel()
+            for sock in sockets:
+                sock.close()
+            task.result()  # what stopped it
+            raise RuntimeError("the server ended as it started")
+        self._uvicorn, self._task, self._sockets = server, task, sockets
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        """Close every connection (open utterances are transcribed and sent first, then
+        1001), then stop serving. Idempotent."""
+        server, task = self._uvicorn, self._task
+        if server is None or task is None:
+            return
+        self._uvicorn = self._task = None
+        await self.live.close()
+        server.should_exit = True
+        await task
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "the server is not started"
-        return int(self._server.sockets[0].getsockname()[1])
+        assert self._uvicorn is not None, "the server is not started"
+        return int(self._sockets[0].getsockname()[1])
 
     def url(self, path: str = "/", host: str | None = None) -> str:
         scheme = "https" if self.options.tls else "http"
@@ -108,55 +116,66 @@ class LiveServer:
         return f"{scheme}://{host}:{self.port}{path}{query}"
 
     @property
+    def hub(self) -> Hub:
+        return self.live.hub
+
+    @property
+    def audio(self) -> set[AudioConnection]:
+        """Audio connections now."""
+        return self.live.audio
+
+    @property
     def viewers(self) -> int:
         """Caption connections now."""
-        return self.hub.viewers
+        return self.live.viewers
+
+    @property
+    def uvicorn(self) -> uvicorn.Server:
+        """The uvicorn server, while started."""
+        assert self._uvicorn is not None, "the server is not started"
+        return self._uvicorn
 
     def local_emitter(self) -> Emit:
         """A callback that publishes the local stream's events as session ``local``.
 
         Safe to call from any thread, and from the start of the stream.
         """
-        loop = self._loop
-        assert loop is not None, "start the server first"
-        session = self.hub.local()
+        assert self._uvicorn is not None, "start the server first"
+        return self.live.local_emitter()
 
-        def emit(event: TextEvent) -> None:
-            loop.call_soon_threadsafe(self.hub.publish, session, event.to_dict())
 
-        return emit
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server without its signal handlers (the program owns the signals),
+    saying when it is up."""
 
-    # Routing.
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.up = asyncio.Event()
 
-    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        """Static files are answered here; a WebSocket path goes on to the upgrade
-        if `admission` lets it (a plain GET there gets 426 from websockets)."""
-        url = urlsplit(request.path)
-        if url.path != CAPTIONS_PATH and url.path not in PROTOCOLS:
-            return self.static.answer(url.path)
-        return self.admission.check(
-            request,
-            parse_qs(url.query),
-            viewer=url.path == CAPTIONS_PATH,
-            clients=len(self.audio),
-            viewers=self.viewers,
-        )
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
-    async def _handler(self, ws: ServerConnection) -> None:
-        url = urlsplit(ws.request.path if ws.request else "/")
-        if url.path == CAPTIONS_PATH:
-            await serve_viewer(ws, self.hub, parse_qs(url.query))
-            return
-        if len(self.audio) >= self.options.max_clients:
-            await ws.close(CLOSE_TRY_AGAIN, "server busy: too many clients")
-            return
-        protocol = PROTOCOLS.get(url.path, ControlConnection)
-        connection = protocol(ws, self.options, self.hub, self.make_stream, self.backlog)
-        self.audio.add(connection)
-        try:
-            await connection.run()
-        finally:
-            self.audio.discard(connection)
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.up.set()
+
+
+def listen_sockets(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address *host* names ("" or "0.0.0.0": every
+    interface), as asyncio binds them; with port 0 they share the first one's port."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, _, _, _, address in dict.fromkeys(infos):
+            if sockets and port == 0:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sockets.append(socket.create_server(address, family=family))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 @contextlib.asynccontextmanager
@@ -165,9 +184,10 @@ async def running(
     make_stream: StreamFactory,
     *,
     backlog: StreamBacklog | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> AsyncIterator[LiveServer]:
     """``async with running(options, factory) as server:`` serves until the block ends."""
-    server = LiveServer(options, make_stream, backlog=backlog)
+    server = LiveServer(options, make_stream, backlog=backlog, extra_routes=extra_routes)
     await server.start()
     try:
         yield server

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 
-from websockets.datastructures import Headers
-from websockets.http11 import Response
+from starlette.responses import Response
 
 _PAGES = {"/": "index.html", "/index.html": "index.html", "/captions": "captions.html"}
 _TYPES = {
@@ -25,12 +24,13 @@ class Static:
         self.assets = load_assets()
 
     def answer(self, path: str) -> Response:
+        """The file at *path* (relative to where the app is mounted), or 404."""
         name = _PAGES.get(path) or path.removeprefix("/")
         asset = self.assets.get(name)
         if asset is None:
-            return http_response(404, "Not Found", b"Not found.\n")
+            return http_response(404, b"Not found.\n")
         content_type, body = asset
-        return http_response(200, "OK", body, content_type)
+        return http_response(200, body, content_type)
 
 
 def load_assets() -> dict[str, tuple[str, bytes]]:
@@ -45,16 +45,14 @@ def load_assets() -> dict[str, tuple[str, bytes]]:
 
 
 def http_response(
-    status: int, reason: str, body: bytes, content_type: str = "text/plain; charset=utf-8"
+    status: int, body: bytes, content_type: str = "text/plain; charset=utf-8"
 ) -> Response:
-    headers = Headers(
-        [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-cache"),
-            ("X-Content-Type-Options", "nosniff"),
-            ("Referrer-Policy", "no-referrer"),
-            ("Connection", "close"),
-        ]
-    )
-    return Response(status, reason, headers, body)
+    """A complete answer: its length, no caching, no sniffing, no referrer, and the
+    connection closed after it (as the page's few files need no keep-alive)."""
+    headers = {
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Connection": "close",
+    }
+    return Response(body, status, headers, media_type=content_type)

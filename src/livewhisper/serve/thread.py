@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+from starlette.routing import BaseRoute
 
 from livewhisper.live.contract import Emit
 from livewhisper.serve.options import ServerOptions
@@ -17,11 +19,11 @@ T = TypeVar("T")
 
 
 class ServerThread:
-    """A `LiveServer` on its own event loop thread.
+    """A `LiveServer` (uvicorn) on its own event loop thread.
 
     ``start`` returns once the port is bound (or raises what stopped it); ``stop``
-    closes every connection (their open utterances are transcribed) and ends the
-    thread. Both are idempotent; it is also a context manager.
+    closes every connection (their open utterances are transcribed and sent, then
+    1001) and ends the thread. Both are idempotent; it is also a context manager.
     """
 
     def __init__(
@@ -30,8 +32,9 @@ class ServerThread:
         make_stream: StreamFactory,
         *,
         backlog: StreamBacklog | None = None,
+        extra_routes: Sequence[BaseRoute] = (),
     ) -> None:
-        self.server = LiveServer(options, make_stream, backlog=backlog)
+        self.server = LiveServer(options, make_stream, backlog=backlog, extra_routes=extra_routes)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -79,6 +82,11 @@ class ServerThread:
         """The server's event loop, for `asyncio.run_coroutine_threadsafe`."""
         assert self._loop is not None, "start the server first"
         return self._loop
+
+    @property
+    def port(self) -> int:
+        """The port bound (the free one chosen for port 0), once started."""
+        return self.server.port
 
     def url(self, path: str = "/", host: str | None = None) -> str:
         return self.server.url(path, host)
