@@ -20,6 +20,7 @@ class LazyGroup(click.Group):
         "file": "livewhisper.cli.file:file_command",
         "listen": "livewhisper.cli.listen:listen_command",
         "models": "livewhisper.cli.models:models_command",
+        "serve": "livewhisper.cli.serve:serve_command",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

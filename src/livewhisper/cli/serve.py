@@ -1,7 +1,10 @@
-"""The ``--serve`` options of ``livewhisper listen``, and starting the server from the CLI.
+"""``livewhisper serve``, and the ``--serve`` options of ``livewhisper listen``.
 
-`serve_options` adds the options to a click command and hands the command one
-``serve`` argument: None without ``--serve``, else a `ServeSettings`.
+`serve_options` adds ``--serve`` and the server's options to a click command and
+hands the command one ``serve`` argument: None without ``--serve``, else a
+`ServeSettings`. `server_options` adds the same options (no ``--serve``) to
+``serve``, which always serves and has no local microphone. `serving` starts the
+server over a scheduler for either.
 """
 
 from __future__ import annotations
@@ -9,28 +12,35 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 
-from livewhisper.cli.options import stack_options
+from livewhisper.cli.options import (
+    CliError,
+    build_model_options,
+    decode_options,
+    load_engine,
+    model_options,
+    stack_options,
+    stderr_console,
+)
 from livewhisper.errors import LivewhisperError
-from livewhisper.serve.admission import with_token
 from livewhisper.serve.options import ServerOptions, is_loopback
-from livewhisper.serve.thread import ServerThread
 
 if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
     from livewhisper.engine.scheduler import Scheduler
     from livewhisper.live.stream import StreamOptions
+    from livewhisper.serve.thread import ServerThread
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _NAMES = (
-    "serve",
-    "serve_only",
     "host",
     "port",
     "token",
@@ -47,7 +57,7 @@ _NAMES = (
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """What ``--serve`` and its options asked for."""
+    """What ``--serve`` (or ``serve``) and the server's options asked for."""
 
     options: ServerOptions
     self_signed: bool = False
@@ -60,12 +70,12 @@ def serve_options(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = {name: kwargs.pop(name) for name in _NAMES}
-        wanted = values["serve"] or values["serve_only"]
-        kwargs["serve"] = settings_from(values) if wanted else None
+        serve, serve_only = kwargs.pop("serve"), kwargs.pop("serve_only")
+        settings = settings_from(values, local=not serve_only) if serve or serve_only else None
+        kwargs["serve"] = settings
         return func(*args, **kwargs)
 
-    defaults = ServerOptions()
-    options = [
+    flags = [
         click.option(
             "--serve",
             is_flag=True,
@@ -75,44 +85,74 @@ def serve_options(func: F) -> F:
         click.option(
             "--serve-only",
             is_flag=True,
-            help="Serve browsers without listening to a local microphone (implies --serve).",
+            help="Serve browsers without listening to a local microphone (implies --serve; "
+            "the same as 'livewhisper serve').",
         ),
+    ]
+    return stack_options(wrapper, flags + _server_option_list("With --serve: "))  # type: ignore[return-value]
+
+
+def server_options(func: F) -> F:
+    """Add the server's options (those of ``listen --serve``); the command gets
+    ``settings=ServeSettings``, without a local microphone."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in _NAMES}
+        kwargs["settings"] = settings_from(values, local=False)
+        return func(*args, **kwargs)
+
+    return stack_options(wrapper, _server_option_list(""))  # type: ignore[return-value]
+
+
+def _server_option_list(lead: str) -> list[Callable[[Any], Any]]:
+    """The server's options; *lead* starts the help of each (``With --serve: ``)."""
+
+    def say(text: str) -> str:
+        return lead + text if lead else text[:1].upper() + text[1:]
+
+    defaults = ServerOptions()
+    return [
         click.option(
             "--host",
             default=defaults.host,
             show_default=True,
-            help="With --serve: the address to bind; 0.0.0.0 for every interface.",
+            help=say("the address to bind; 0.0.0.0 for every interface."),
         ),
         click.option(
             "--port",
             type=click.IntRange(0, 65535),
             default=defaults.port,
             show_default=True,
-            help="With --serve: the port (0: any free port).",
+            help=say("the port (0: any free port)."),
         ),
         click.option(
             "--token",
             default=None,
-            help="With --serve: a secret every connection must give (?token=...). "
-            "Off loopback one is generated and printed unless --no-token.",
+            help=say(
+                "a secret every connection must give (?token=... or Authorization: "
+                "Bearer). Off loopback one is generated and printed unless --no-token."
+            ),
         ),
         click.option(
             "--no-token",
             is_flag=True,
-            help="With --serve off loopback: allow anyone who can reach the port.",
+            help=say("off loopback, allow anyone who can reach the port."),
         ),
         click.option(
             "--allow-origin",
             multiple=True,
             metavar="ORIGIN",
-            help="With --serve: another web origin whose pages may connect "
-            "(e.g. https://studio.example); repeatable; * for any.",
+            help=say(
+                "another web origin whose pages may connect "
+                "(e.g. https://studio.example); repeatable; * for any."
+            ),
         ),
         click.option(
             "--certfile",
             type=click.Path(exists=True, dir_okay=False),
             default=None,
-            help="With --serve: serve https with this certificate (PEM).",
+            help=say("serve https with this certificate (PEM)."),
         ),
         click.option(
             "--keyfile",
@@ -123,35 +163,36 @@ def serve_options(func: F) -> F:
         click.option(
             "--self-signed",
             is_flag=True,
-            help="With --serve: serve https with a self-signed certificate made with openssl "
-            "(browsers on other machines need https for the microphone).",
+            help=say(
+                "serve https with a self-signed certificate made with openssl "
+                "(browsers on other machines need https for the microphone)."
+            ),
         ),
         click.option(
             "--max-clients",
             type=click.IntRange(min=1),
             default=defaults.max_clients,
             show_default=True,
-            help="With --serve: browsers streaming audio at once.",
+            help=say("browsers streaming audio at once."),
         ),
         click.option(
             "--max-session",
             type=click.FloatRange(min=1),
             default=defaults.max_session_seconds / 60,
             show_default=True,
-            help="With --serve: minutes a connection may last.",
+            help=say("minutes a connection may last."),
         ),
         click.option(
             "--idle-timeout",
             type=click.FloatRange(min=1),
             default=defaults.idle_timeout,
             show_default=True,
-            help="With --serve: seconds without audio before a connection is closed.",
+            help=say("seconds without audio before a connection is closed."),
         ),
     ]
-    return stack_options(wrapper, options)  # type: ignore[return-value]
 
 
-def settings_from(values: dict[str, Any]) -> ServeSettings:
+def settings_from(values: dict[str, Any], *, local: bool = True) -> ServeSettings:
     """Check the option values together; raise click.UsageError for a bad combination."""
     if values["keyfile"] and not values["certfile"]:
         raise click.UsageError("--keyfile goes with --certfile.")
@@ -173,11 +214,13 @@ def settings_from(values: dict[str, Any]) -> ServeSettings:
         max_session_seconds=values["max_session"] * 60,
         idle_timeout=values["idle_timeout"],
     )
-    return ServeSettings(options, self_signed=values["self_signed"], local=not values["serve_only"])
+    return ServeSettings(options, self_signed=values["self_signed"], local=local)
 
 
 def prepare(settings: ServeSettings, console: Console) -> ServerOptions:
     """Final server options: a token off loopback, a certificate for --self-signed."""
+    from livewhisper.serve.admission import with_token
+
     options = with_token(settings.options)  # the server does the same: shown in the URLs
     if settings.self_signed:
         from livewhisper.serve import tls
@@ -203,13 +246,18 @@ def serving(
     scheduler: Scheduler,
     stream_options: StreamOptions | None,
     console: Console,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Iterator[ServerThread]:
-    """Start the server over *scheduler*, print where to open it, stop it at the end."""
+    """Start the server over *scheduler*, print where to open it, stop it at the end
+    (open sessions get their last finals, then close). *extra_routes* go to
+    `livewhisper.serve.app.create_app`."""
     from livewhisper.serve.streams import live_streams
+    from livewhisper.serve.thread import ServerThread
 
     options = prepare(settings, console)
     make, backlog = live_streams(scheduler, stream_options)
-    server = ServerThread(options, make, backlog=backlog)
+    server = ServerThread(options, make, backlog=backlog, extra_routes=extra_routes)
     try:
         server.start()
     except OSError as exc:
@@ -264,3 +312,56 @@ def serve_until_interrupted(stop: threading.Event | None = None) -> None:
         # this one, and Python runs the handler only on the main thread.
         while not stop.wait(0.2):
             pass
+
+
+SERVE_EPILOG = "The page, the caption view and the WebSocket API are described in docs/server.md."
+
+
+@click.command("serve", epilog=SERVE_EPILOG)
+@model_options
+@decode_options
+@server_options
+def serve_command(
+    model: str,
+    model_device: str,
+    compute_type: str,
+    threads: int,
+    language: str | None,
+    task: str,
+    beam_size: int,
+    initial_prompt: str | None,
+    settings: ServeSettings,
+) -> None:
+    """Serve browsers and programs as microphones, with live captions, over one
+    model; no local microphone (as 'listen --serve-only'). Ctrl-C, SIGTERM or
+    SIGHUP ends it: open sessions get their last text, then close.
+
+    \b
+    Examples:
+      livewhisper serve                          http://127.0.0.1:8000/
+      livewhisper serve --host 0.0.0.0 --self-signed --model base
+      livewhisper serve --language en --max-clients 4
+    """
+    from livewhisper.cli.signals import interrupts
+    from livewhisper.engine.contract import TranscribeOptions
+    from livewhisper.engine.scheduler import Scheduler
+    from livewhisper.live.stream import StreamOptions
+
+    transcribe = TranscribeOptions(
+        language=language, task=task, beam_size=beam_size, initial_prompt=initial_prompt
+    ).for_utterance()
+    console = stderr_console()
+    try:
+        engine = load_engine(
+            build_model_options(model, model_device, compute_type, threads), transcribe
+        )
+    except LivewhisperError as exc:
+        raise CliError(str(exc)) from exc
+    stop = threading.Event()
+    # The whole stop is inside: a second signal while the sessions finish exits at once.
+    with interrupts(stop), Scheduler(engine) as scheduler:
+        try:
+            with serving(settings, scheduler, StreamOptions(transcribe=transcribe), console):
+                serve_until_interrupted(stop)
+        except LivewhisperError as exc:
+            raise CliError(str(exc)) from exc
