@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -32,7 +29,9 @@ from livewhisper.serve.server import running
 from livewhisper.serve.thread import ServerThread
 from livewhisper.serve.ws_audio import ControlConnection
 from test_server_protocol import (
+    NO_MICROPHONE,
     CountingStream,
+    cli_server,
     frames,
     http_get,
     messages_until_closed,
@@ -171,17 +170,9 @@ def test_extra_routes_come_before_the_pages_and_share_the_token() -> None:
 def test_serve_command_ends_cleanly_on_signals(ending: str) -> None:
     """``livewhisper serve``: no microphone; a signal ends it with status 0, and an
     open session is closed with 1001 (going away)."""
-    command = [sys.executable, "-m", "livewhisper", "serve", "--port", "0"]
-    env = {**os.environ, "PULSE_SERVER": "unix:/nonexistent/livewhisper-test"}
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        match = re.search(r"^Serving on http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        port = int(match.group(1))
+    env = {**os.environ, **NO_MICROPHONE}
+    with cli_server("serve", "--port", "0", env=env) as (proc, port, before):
+        assert before == []
 
         async def main() -> None:
             async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
@@ -195,10 +186,3 @@ def test_serve_command_ends_cleanly_on_signals(ending: str) -> None:
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "Traceback" not in err and "Aborted" not in err, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()

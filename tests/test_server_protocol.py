@@ -11,10 +11,13 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import shutil
 import ssl
+import subprocess
+import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -145,6 +148,35 @@ async def session_of(server: LiveServer, audio: bytes, **start: Any) -> list[dic
             await ws.send(frame)
         await ws.send(json.dumps({"type": "stop"}))
         return await recv_until(ws, "stopped")
+
+
+@contextlib.contextmanager
+def cli_server(
+    *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int, list[str]]]:
+    """``python -m livewhisper ARGS`` once it serves: the process, its port, and the
+    lines it wrote on stderr before "Serving on". Killed at the end if still running."""
+    command = [sys.executable, "-m", "livewhisper", *args]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stderr is not None
+        before: list[str] = []
+        line = proc.stderr.readline()
+        while line and not line.startswith("Serving on "):
+            before.append(line)
+            line = proc.stderr.readline()
+        match = re.search(r"^Serving on http://127\.0\.0\.1:(\d+)/", line)
+        assert match, [*before, line]
+        yield proc, int(match.group(1)), before
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 # --- HTTP ------------------------------------------------------------------------------
@@ -806,21 +838,12 @@ def test_listen_serve_captions_the_local_input_and_serves_browsers(
 ) -> None:
     """``listen --input FILE --serve``: the file is the server's own microphone (session
     ``local``, shown to caption viewers) while a browser-like client streams its own."""
-    import re
-    import subprocess
-    import sys
     from pathlib import Path
 
     data = Path(__file__).parent / "data"
-    command = [sys.executable, "-m", "livewhisper", "listen", "--quiet", "--format", "jsonl"]
-    command += ["--input", str(data / "jfk.flac"), "--serve", "--port", "0"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        port = int(match.group(1))
+    args = ["listen", "--quiet", "--format", "jsonl", "--input", str(data / "jfk.flac")]
+    with cli_server(*args, "--serve", "--port", "0") as (proc, port, before):
+        assert before == []
 
         async def main() -> tuple[str, str]:
             captions = await connect(f"ws://127.0.0.1:{port}/ws/captions?session=local")
@@ -848,13 +871,10 @@ def test_listen_serve_captions_the_local_input_and_serves_browsers(
         events = [json.loads(line) for line in out.splitlines()]
         printed = [e["text"] for e in events if e["type"] == "final"]
         assert " ".join(printed) == local  # stdout and the caption feed agree
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+
+
+#: The sound server pointed at a socket that does not exist: no input device opens.
+NO_MICROPHONE = {"PULSE_SERVER": "unix:/nonexistent/livewhisper-test"}
 
 
 def test_listen_serve_without_a_microphone_serves_browsers_and_ends_on_sigterm() -> None:
@@ -863,24 +883,12 @@ def test_listen_serve_without_a_microphone_serves_browsers_and_ends_on_sigterm()
     says so in one line and serves browsers; SIGTERM (what systemd and Docker send)
     ends it cleanly with status 0."""
     import os
-    import re
     import signal
-    import subprocess
-    import sys
 
-    env = {**os.environ, "PULSE_SERVER": "unix:/nonexistent/livewhisper-test"}
-    command = [sys.executable, "-m", "livewhisper", "listen", "--serve", "--port", "0", "-q"]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert proc.stderr is not None
-        note = proc.stderr.readline()
+    env = {**os.environ, **NO_MICROPHONE}
+    with cli_server("listen", "--serve", "--port", "0", "-q", env=env) as (proc, port, before):
+        (note,) = before
         assert note.startswith("livewhisper: note: ") and "serving browsers only" in note, note
-        line = proc.stderr.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
-        port = int(match.group(1))
 
         async def main() -> None:
             async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
@@ -892,10 +900,3 @@ def test_listen_serve_without_a_microphone_serves_browsers_and_ends_on_sigterm()
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "Traceback" not in err, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
