@@ -535,19 +535,17 @@ class RealtimeConnection:
                 param="audio",
             )
         try:
-            data = base64.b64decode(audio, validate=True)
-        except (binascii.Error, ValueError):
+            samples, self.carry = await asyncio.to_thread(
+                _samples, self.resampler, self.carry, audio
+            )
+        except binascii.Error:
             raise RealtimeError(
                 "Invalid 'audio': expected base64-encoded PCM16 bytes.",
                 code="invalid_value",
                 param="audio",
             ) from None
-        data = self.carry + data
-        cut = len(data) - len(data) % 2
-        self.carry = data[cut:]
-        if not cut:
+        if not len(samples):
             return
-        samples = await asyncio.to_thread(self._convert, self.resampler, data[:cut])
         at = self.position
         if self.config.vad:
             self.position += len(samples)
@@ -621,8 +619,8 @@ class RealtimeConnection:
     def _options(self, config: SessionConfig) -> TranscribeOptions:
         return dataclasses.replace(
             self.transcribe,
-            language=config.language,
-            initial_prompt=config.prompt,
+            language=config.language or self.transcribe.language,
+            initial_prompt=config.prompt or self.transcribe.initial_prompt,
             vad_filter=True,  # the client's buffer is not cut out of silence as utterances are
         )
 
@@ -730,12 +728,18 @@ class RealtimeConnection:
         if self._drains:
             await asyncio.wait(self._drains)
 
-    @staticmethod
-    def _convert(resampler: Resampler, data: bytes) -> np.ndarray:
-        return resampler(from_pcm16(data))
-
     def _view(self, dialect: Dialect) -> Any:
         return session_view(self.config, dialect, self.id, self.model_name)
+
+
+def _samples(resampler: Resampler, carry: bytes, audio: str) -> tuple[np.ndarray, bytes]:
+    """Base64 PCM16 after *carry* (the odd byte of the last append) as 16 kHz samples,
+    and the odd byte of this one."""
+    data = carry + base64.b64decode(audio, validate=True)
+    cut = len(data) - len(data) % 2
+    if not cut:
+        return np.zeros(0, np.float32), data
+    return resampler(from_pcm16(data[:cut])), data[cut:]
 
 
 def _commit_empty(ms: float) -> RealtimeError:
