@@ -112,6 +112,18 @@ def _get(obj: dict[str, Any], key: str, kind: str, param: str) -> Any:
     return value
 
 
+def _required(obj: dict[str, Any], key: str, kind: str, param: str) -> Any:
+    """*obj*[*key*], which must be there, of JSON type *kind*."""
+    value = _get(obj, key, kind, param)
+    if value is None:
+        raise RealtimeError(
+            f"Missing required parameter: '{param}'.",
+            code="missing_required_parameter",
+            param=param,
+        )
+    return value
+
+
 def _article(kind: str) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
@@ -153,13 +165,7 @@ def parse_session(config: SessionConfig, message: dict[str, Any]) -> tuple[Sessi
     """The settings after *message* (a ``session.update`` or ``transcription_session.update``),
     and the dialect to answer in; fields left out keep their value, and fields this
     server does not use (noise reduction, include, VAD thresholds) are ignored."""
-    session = _get(message, "session", "object", "session")
-    if session is None:
-        raise RealtimeError(
-            "Missing required parameter: 'session'.",
-            code="missing_required_parameter",
-            param="session",
-        )
+    session = _required(message, "session", "object", "session")
     if message["type"] == "transcription_session.update":
         audio_format = _get(session, "input_audio_format", "string", "session.input_audio_format")
         if audio_format not in (None, "pcm16"):
@@ -169,13 +175,7 @@ def parse_session(config: SessionConfig, message: dict[str, Any]) -> tuple[Sessi
         param = "session.input_audio_transcription"
         config = _transcription(config, _get(session, param[8:], "object", param), param)
         return _turn_detection(config, session, "session.turn_detection"), "beta"
-    kind = _get(session, "type", "string", "session.type")
-    if kind is None:
-        raise RealtimeError(
-            "Missing required parameter: 'session.type'.",
-            code="missing_required_parameter",
-            param="session.type",
-        )
+    kind = _required(session, "type", "string", "session.type")
     if kind != "transcription":
         raise _invalid(kind, "session.type", "'transcription' (this server only transcribes)")
     audio = _get(session, "audio", "object", "session.audio") or {}
@@ -260,10 +260,12 @@ class Items:
         return f"item_{self._prefix}{next(self._numbers):04d}"
 
     def commit(self, item: str) -> dict[str, Any]:
-        event = {"type": "input_audio_buffer.committed", "item_id": item}
-        event["previous_item_id"] = self.last  # type: ignore[assignment]
-        self.last = item
-        return event
+        previous, self.last = self.last, item
+        return {
+            "type": "input_audio_buffer.committed",
+            "item_id": item,
+            "previous_item_id": previous,
+        }
 
 
 @dataclass
@@ -481,13 +483,7 @@ class RealtimeConnection:
         try:
             if not isinstance(message, dict):
                 raise RealtimeError("The event must be a JSON object.", code="invalid_type")
-            kind = _get(message, "type", "string", "type")
-            if kind is None:
-                raise RealtimeError(
-                    "Missing required parameter: 'type'.",
-                    code="missing_required_parameter",
-                    param="type",
-                )
+            kind = _required(message, "type", "string", "type")
             if kind not in CLIENT_EVENTS:
                 raise _invalid(kind, "type", ", ".join(f"'{k}'" for k in CLIENT_EVENTS))
             if kind.endswith("update"):
@@ -527,13 +523,7 @@ class RealtimeConnection:
         self.send({"type": updated, "session": self._view(dialect)})
 
     async def append(self, message: dict[str, Any]) -> None:
-        audio = _get(message, "audio", "string", "audio")
-        if audio is None:
-            raise RealtimeError(
-                "Missing required parameter: 'audio'.",
-                code="missing_required_parameter",
-                param="audio",
-            )
+        audio = _required(message, "audio", "string", "audio")
         try:
             samples, self.carry = await asyncio.to_thread(
                 _samples, self.resampler, self.carry, audio
@@ -568,15 +558,19 @@ class RealtimeConnection:
         # What the resampler holds back belongs to the audio committed.
         resampler, self.resampler, self.carry = self.resampler, Resampler(self.config.rate), b""
         tail = await asyncio.to_thread(resampler, np.zeros(0, np.float32), True)
-        at = self.position
-        self.position += len(tail)
         if self.config.vad:
             live = self.live
-            if live is None or live.stream.status().state != "speech":
+            if live is None:
                 raise _commit_empty(0.0)
-            await self._feed_live(tail, at)
+            await self._feed_live(tail, self.position)
+            self.position += len(tail)
+            if live.stream.status().state != "speech":
+                raise _commit_empty(0.0)
             await self._finish(live)  # ends the utterance now: it is the item committed
             return
+        if not self.buffered:
+            self.buffer_start = self.position
+        self.position += len(tail)
         self.buffer.append(tail)
         self.buffered += len(tail)
         ms = self.buffered / SAMPLE_RATE * 1000
