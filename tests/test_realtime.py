@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse, Response
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
@@ -146,13 +148,13 @@ def scripted_streams(made: list[ScriptedStream] | None = None) -> StreamFactory:
 
 
 @contextlib.contextmanager
-def serving(
-    make_stream: StreamFactory, scheduler: Scheduler, token: str | None = None
-) -> Iterator[str]:
-    """A uvicorn server with the realtime routes on a free port; yields its URL."""
+def serving(make_stream: StreamFactory, scheduler: Scheduler, **kw: Any) -> Iterator[str]:
+    """A uvicorn server with the realtime routes (*kw*: their options) on a free port;
+    yields its URL."""
     import uvicorn
 
-    routes = realtime_routes(make_stream, scheduler, token=token, model_name="tiny.en")
+    kw.setdefault("token", None)
+    routes = realtime_routes(make_stream, scheduler, model_name="tiny.en", **kw)
     config = uvicorn.Config(
         Starlette(routes=routes),
         host="127.0.0.1",
@@ -543,8 +545,18 @@ def test_a_token_is_required_when_the_server_has_one(fake: Scheduler) -> None:
         async with connect(url, subprotocols=protocols) as ws:  # type: ignore[arg-type]
             assert ws.subprotocol == "realtime"
             assert (await recv(ws))["type"] == "session.created"
+        # The server's own checks come after the token.
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url + "&token=s3cret", origin="http://elsewhere"):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 403
 
-    with serving(scripted_streams(), fake, token="s3cret") as url:
+    def admit(ws: WebSocket) -> Response | None:
+        if ws.headers.get("origin") == "http://elsewhere":
+            return PlainTextResponse("This origin may not connect.\n", status_code=403)
+        return None
+
+    with serving(scripted_streams(), fake, token="s3cret", admit=admit) as url:
         run(main(url))
 
 

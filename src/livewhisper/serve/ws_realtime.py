@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -768,9 +768,7 @@ def _offered_token(ws: WebSocket) -> str:
     return ""
 
 
-async def _refuse(ws: WebSocket) -> None:
-    """401 before the upgrade where the server can answer with HTTP; else a close before
-    accepting, which the server turns into 403."""
+def _unauthorized() -> Response:
     body = {
         "error": {
             "message": "A valid token is required: send it as 'Authorization: Bearer <token>'.",
@@ -779,10 +777,14 @@ async def _refuse(ws: WebSocket) -> None:
             "param": None,
         }
     }
+    return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _refuse(ws: WebSocket, response: Response) -> None:
+    """*response* before the upgrade where the server can answer with HTTP; else a close
+    before accepting, which the server turns into 403."""
     if "websocket.http.response" in ws.scope.get("extensions", {}):
-        await ws.send_denial_response(
-            JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        )
+        await ws.send_denial_response(response)
     else:
         await ws.close(CLOSE_POLICY)
 
@@ -794,20 +796,26 @@ def realtime_routes(
     token: str | None,
     model_name: str,
     transcribe: TranscribeOptions | None = None,
+    admit: Callable[[WebSocket], Response | None] | None = None,
     path: str = "/v1/realtime",
 ) -> list[BaseRoute]:
     """The Realtime transcription route: server VAD sessions run streams of
     *make_stream*; manual commits are decoded on *scheduler* with *transcribe* (the
     settings for one utterance by default) and the session's language and prompt.
-    With a *token*, a client without it is refused with 401 before the upgrade.
-    *model_name* is the transcription model the session reports."""
+    With a *token*, a client without it is refused with 401 before the upgrade; then
+    *admit*, if given, may refuse it with the answer it returns (a server's origin
+    and capacity checks). *model_name* is the transcription model the session reports."""
     options = transcribe or TranscribeOptions().for_utterance()
 
     async def endpoint(ws: WebSocket) -> None:
         if token is not None and not hmac.compare_digest(
             _offered_token(ws).encode(), token.encode()
         ):
-            await _refuse(ws)
+            await _refuse(ws, _unauthorized())
+            return
+        refused = admit(ws) if admit is not None else None
+        if refused is not None:
+            await _refuse(ws, refused)
             return
         protocols = ws.scope.get("subprotocols", [])
         beta = "openai-beta.realtime-v1" in protocols or "realtime=v1" in ws.headers.get(
