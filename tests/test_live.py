@@ -448,6 +448,7 @@ def test_ends_sentence() -> None:
     assert ends_sentence("Ask not.") and ends_sentence("Why?") and ends_sentence('"Stop!"')
     assert not ends_sentence("and then...") and not ends_sentence("and then…")
     assert not ends_sentence("I met Mr.") and not ends_sentence("")
+    assert not ends_sentence("walking pace, U.S.") and not ends_sentence("at 9 a.m.")
     assert not ends_sentence("one, two,")
 
 

@@ -88,23 +88,26 @@ def quietest_gap(
 
 #: Words after which a full stop does not end a sentence.
 _TITLES = frozenset({"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "mt."})
+#: An initialism ("U.S.", "a.m.", "e.g."): its last stop is part of the word.
+_INITIALISM = re.compile(r"(?:\w\.){2,}")
+_CLOSING = "\"')»”’"
 
 
 def word_ends_sentence(word: str) -> bool:
-    return word.rstrip("\"')»”’").endswith((".", "?", "!", "。", "？", "！"))
+    """Whether *word* ends a sentence: it ends with a full stop, question or
+    exclamation mark, and is not an ellipsis (Whisper's mark for speech that goes
+    on), a title ("Mr.") or an initialism ("U.S.", which Whisper also makes of
+    words such as "as")."""
+    word = word.rstrip(_CLOSING)
+    if word.endswith(("..", "…")) or word.lower() in _TITLES or _INITIALISM.fullmatch(word):
+        return False
+    return word.endswith((".", "?", "!", "。", "？", "！"))
 
 
 def ends_sentence(text: str) -> bool:
-    """Whether *text* ends a sentence: a full stop, question or exclamation mark at
-    its end, not an ellipsis (Whisper's mark for speech that goes on) and not the
-    stop of a title such as "Mr."."""
+    """Whether *text* ends a sentence: whether its last word does."""
     words = text.split()
-    if not words:
-        return False
-    last = words[-1].rstrip("\"')»”’")
-    if last.endswith(("..", "…")) or last.lower() in _TITLES:
-        return False
-    return word_ends_sentence(last)
+    return bool(words) and word_ends_sentence(words[-1])
 
 
 def confirmed_stops(committed: list[HypWord], latest: list[HypWord]) -> list[HypWord]:
