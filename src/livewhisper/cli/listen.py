@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -230,7 +231,13 @@ def listen_command(
             except LivewhisperError as exc:
                 raise CliError(str(exc)) from exc
             if source is None:  # --serve-only: browsers, no local microphone
-                serve_until_interrupted()
+                from livewhisper.cli.signals import interrupts
+
+                stop = threading.Event()
+                # The stop is inside too: a second signal while sessions finish exits.
+                with interrupts(stop):
+                    serve_until_interrupted(stop)
+                    stack.close()
                 return
             outputs.server = server.local_emitter()
         assert source is not None
