@@ -13,13 +13,22 @@ the silence the segmenter waits for before it closes an utterance (500 ms by
 default), the queue, and the transcription. The word error rate is computed per
 client against the reference transcripts in tests/data/transcripts.tsv.
 
+With ``--upload-minutes M``, every client count runs twice: alone, then with an
+upload of M minutes of real speech (the English clips of tests/data, in turn,
+with pauses) sent to ``/v1/audio/transcriptions`` by the ``openai`` SDK while the
+clients speak, and sent again each time it is done until they stop. The upload
+shares the model with the clients (batch jobs, behind their finals): the two rows
+show what it costs their finals, and the upload's own time and WER.
+
     python bench/load.py --clients 1,2,4,6,8 --plot docs/load.png --json load.json
+    python bench/load.py --clients 1,2,4 --upload-minutes 10 --json load-upload.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -72,6 +81,10 @@ class RunResult:
     solo_job: float
     load_before: float
     seconds: float
+    upload_minutes: float = 0.0  # the upload sent meanwhile (0: none)
+    uploads: int = 0  # uploads finished while the clients ran, or after they stopped
+    upload_seconds: float = float("nan")  # the first upload's time, request to answer
+    upload_wer: float = float("nan")
 
 
 def references() -> dict[str, str]:
@@ -110,6 +123,53 @@ def program(seed: int, clips: dict[str, np.ndarray], refs: dict[str, str]) -> tu
         pieces.append(np.zeros(int(rng.uniform(0.8, 2.0) * RATE), np.float32))
     audio = np.concatenate(pieces)
     return audio, " ".join(refs[name] for name in order)
+
+
+def long_speech(minutes: float, refs: dict[str, str]) -> tuple[np.ndarray, str]:
+    """*minutes* of real speech, the English clips of tests/data in turn with pauses
+    of 0.5 to 1.5 s; and its reference."""
+    from livewhisper.audio.files import read_all
+
+    names = [*CLIPS, "asterisk_en_60s.flac"]
+    clips = {name: read_all(DATA / name) for name in names}
+    rng = random.Random(7)
+    pieces: list[np.ndarray] = []
+    said: list[str] = []
+    total = 0
+    for name in itertools.cycle(names):
+        if total >= minutes * 60 * RATE:
+            break
+        pause = np.zeros(int(rng.uniform(0.5, 1.5) * RATE), np.float32)
+        pieces += [clips[name], pause]
+        said.append(refs[name])
+        total += len(clips[name]) + len(pause)
+    return np.concatenate(pieces), " ".join(said)
+
+
+@dataclass
+class Uploads:
+    """Uploads of one file, one after another until `stop` is set."""
+
+    times: list[float] = field(default_factory=list)
+    wer: float = float("nan")
+
+
+async def upload_until(
+    base_url: str, wav: bytes, reference: str, stop: asyncio.Event, result: Uploads
+) -> None:
+    from openai import AsyncOpenAI
+
+    async with AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=None) as api:
+        while not stop.is_set():
+            started = time.monotonic()
+            text = await api.audio.transcriptions.create(
+                model="whisper-1", file=("speech.wav", wav), response_format="text"
+            )
+            result.times.append(time.monotonic() - started)
+            if len(result.times) == 1:
+                result.wer = edit_distance(normalize(reference), normalize(text)) / max(
+                    1, len(normalize(reference))
+                )
 
 
 def speech_frames(audio: np.ndarray) -> np.ndarray:
@@ -187,8 +247,15 @@ async def stream(
 
 
 async def run_clients(
-    url: str, n: int, clips: dict[str, np.ndarray], seed: int, solo_job: float
+    url: str,
+    n: int,
+    clips: dict[str, np.ndarray],
+    seed: int,
+    solo_job: float,
+    upload: tuple[str, bytes, str, float] | None = None,
 ) -> RunResult:
+    """*n* clients at once; with *upload* (the API's URL, a WAV file, its reference
+    and minutes), that file is uploaded again and again while they speak."""
     refs = references()
     load_before = os.getloadavg()[0]
     started = time.monotonic()
@@ -196,7 +263,14 @@ async def run_clients(
     for k in range(n):
         audio, reference = program(seed * 1000 + k, clips, refs)
         jobs.append(client(url, audio, reference, start_delay=random.Random(k).uniform(0, 2)))
+    uploads, stop = Uploads(), asyncio.Event()
+    uploading = None
+    if upload is not None:
+        uploading = asyncio.create_task(upload_until(*upload[:3], stop, uploads))
     results = await asyncio.gather(*jobs)
+    stop.set()
+    if uploading is not None:
+        await uploading  # the one in flight: the next run starts on an idle model
     latencies = sorted(x for r in results for x in r.latencies) or [float("nan")]
     finished = [r for r in results if r.turned_away is None]  # WER of those served to the end
     total_words = sum(r.words for r in finished)
@@ -212,6 +286,10 @@ async def run_clients(
         solo_job=solo_job,
         load_before=load_before,
         seconds=time.monotonic() - started,
+        upload_minutes=upload[3] if upload is not None else 0.0,
+        uploads=len(uploads.times),
+        upload_seconds=uploads.times[0] if uploads.times else float("nan"),
+        upload_wer=uploads.wer,
     )
 
 
@@ -221,10 +299,15 @@ def plot(runs: list[RunResult], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    loaded = [r for r in runs if r.upload_minutes]
+    runs = [r for r in runs if not r.upload_minutes]
     n = [r.clients for r in runs]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     ax.plot(n, [r.p50 for r in runs], "o-", label="median latency")
     ax.plot(n, [r.p95 for r in runs], "s-", label="95th percentile latency")
+    if loaded:
+        label = f"95th percentile, {loaded[0].upload_minutes:g} min upload meanwhile"
+        ax.plot([r.clients for r in loaded], [r.p95 for r in loaded], "s--", label=label)
     ax.axhline(TARGET_P95, color="grey", linestyle="--", linewidth=1, label="2.5 s target")
     ax.set_xlabel("simultaneous browser clients")
     ax.set_ylabel("end of speech to final text (s)")
@@ -243,17 +326,26 @@ def plot(runs: list[RunResult], path: Path, title: str) -> None:
 
 
 def table(runs: list[RunResult]) -> str:
-    lines = [
-        "| clients | finals | median latency | p95 latency | max | WER | told busy "
-        "| turned away | one 5 s job alone | load avg before |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    uploads = any(r.upload_minutes for r in runs)
+    head = "| clients | finals | median latency | p95 latency | max | WER | told busy "
+    head += "| turned away | one 5 s job alone | load avg before |"
+    if uploads:
+        head += " upload meanwhile | upload took | upload WER |"
+    lines = [head, "|---:" * (head.count("|") - 1) + "|"]
     for r in runs:
-        lines.append(
+        line = (
             f"| {r.clients} | {r.utterances} | {r.p50:.2f} s | {r.p95:.2f} s | {r.max:.2f} s "
             f"| {_percent(r.wer)} | {r.busy_clients} | {r.turned_away} | {r.solo_job:.2f} s "
             f"| {r.load_before:.2f} |"
         )
+        if uploads and r.upload_minutes:
+            line += (
+                f" {r.upload_minutes:g} min (x{r.uploads}) | {r.upload_seconds:.1f} s "
+                f"| {_percent(r.upload_wer)} |"
+            )
+        elif uploads:
+            line += " none | | |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -262,11 +354,13 @@ def _percent(x: float) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> list[RunResult]:
+    from livewhisper.audio.containers import encode
     from livewhisper.audio.files import read_all
     from livewhisper.engine.contract import TranscribeOptions
     from livewhisper.engine.local import Engine, ModelOptions
     from livewhisper.engine.scheduler import Scheduler
     from livewhisper.live.stream import StreamOptions
+    from livewhisper.serve.openai_audio import openai_routes
     from livewhisper.serve.options import ServerOptions
     from livewhisper.serve.streams import live_streams
     from livewhisper.serve.thread import ServerThread
@@ -278,28 +372,46 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
     solo_clip = read_all(DATA / "jfk.flac")[: 5 * RATE]
     engine = Engine(ModelOptions(model=args.model, threads=args.threads))
     transcribe = TranscribeOptions(beam_size=args.beam_size).for_utterance()
+    wav, said = b"", ""
+    if args.upload_minutes:
+        long, said = long_speech(args.upload_minutes, references())
+        wav = encode(long, "wav")
     runs = []
     with Scheduler(engine) as scheduler:
         make, backlog = live_streams(scheduler, StreamOptions(transcribe=transcribe))
         options = ServerOptions(port=0, max_clients=max(args.clients) + 1)
-        with ServerThread(options, make, backlog=backlog) as server:
+        routes = openai_routes(scheduler, token=None)  # the server's own /v1 routes
+        with ServerThread(options, make, backlog=backlog, extra_routes=routes) as server:
             url = server.url("/ws").replace("http", "ws", 1)
+            upload = (server.url("/v1"), wav, said, args.upload_minutes)
             for n in args.clients:
-                # How fast the model is on this machine right now, alone: one 5 s utterance.
-                started = time.monotonic()
-                engine.transcribe(solo_clip, transcribe)
-                solo = time.monotonic() - started
-                run = await run_clients(url, n, clips, args.seed, solo)
-                runs.append(run)
-                print(
-                    f"N={n}: {run.utterances} finals, median {run.p50:.2f} s, "
-                    f"p95 {run.p95:.2f} s, WER {_percent(run.wer)}, "
-                    f"busy {run.busy_clients}, turned away {run.turned_away}, "
-                    f"5 s job alone {run.solo_job:.2f} s, load before {run.load_before:.2f}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                for with_upload in (False, True) if args.upload_minutes else (False,):
+                    # How fast the model is on this machine now, alone: one 5 s utterance.
+                    started = time.monotonic()
+                    engine.transcribe(solo_clip, transcribe)
+                    solo = time.monotonic() - started
+                    run = await run_clients(
+                        url, n, clips, args.seed, solo, upload if with_upload else None
+                    )
+                    runs.append(run)
+                    print(summary(run), file=sys.stderr, flush=True)
     return runs
+
+
+def summary(run: RunResult) -> str:
+    line = (
+        f"N={run.clients}: {run.utterances} finals, median {run.p50:.2f} s, "
+        f"p95 {run.p95:.2f} s, WER {_percent(run.wer)}, "
+        f"busy {run.busy_clients}, turned away {run.turned_away}, "
+        f"5 s job alone {run.solo_job:.2f} s, load before {run.load_before:.2f}"
+    )
+    if run.upload_minutes:
+        line += (
+            f"; with a {run.upload_minutes:g} min upload meanwhile: it took "
+            f"{run.upload_seconds:.1f} s, WER {_percent(run.upload_wer)}, "
+            f"{run.uploads} done"
+        )
+    return line
 
 
 def main() -> None:
@@ -318,6 +430,13 @@ def main() -> None:
         help="take 8 English clips of 2-8 s from this corpus (bench/corpus.py) "
         "instead of tests/data",
     )
+    parser.add_argument(
+        "--upload-minutes",
+        type=float,
+        default=0.0,
+        help="run each client count again with an upload of this many minutes of speech "
+        "to /v1/audio/transcriptions meanwhile (0: no upload)",
+    )
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument(
@@ -330,8 +449,12 @@ def main() -> None:
     else:
         runs = asyncio.run(main_async(args))
     print(table(runs))
-    ok = [r.clients for r in runs if r.p95 < TARGET_P95]
+    ok = [r.clients for r in runs if r.p95 < TARGET_P95 and not r.upload_minutes]
     print(f"\nLargest N with p95 under {TARGET_P95} s: {max(ok) if ok else 'none'}")
+    loaded = [r for r in runs if r.upload_minutes]
+    if loaded:
+        ok = [r.clients for r in loaded if r.p95 < TARGET_P95]
+        print(f"... with the upload meanwhile: {max(ok) if ok else 'none'}")
     print(f"Machine: {os.cpu_count()} CPUs; model {args.model}, beam size {args.beam_size}")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2))
