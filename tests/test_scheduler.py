@@ -100,21 +100,27 @@ def test_finals_are_never_dropped_a_full_queue_makes_submit_wait() -> None:
     assert engine.calls == ["a:final:0", "a:final:1", "a:final:2", "a:final:3"]
 
 
-def test_stop_finishes_queued_finals_and_drops_partials() -> None:
+def test_stop_finishes_queued_finals_drops_partials_and_answers_batch_jobs() -> None:
     engine, done = FakeEngine(hold_first=True), []
     s = Scheduler(engine).start()
     s.submit(job("a", "final", 0, done))
     assert engine.started.wait(5)
     s.submit(job("a", "final", 1, done))
     s.submit(job("a", "partial", 2, done))
+    s.submit(job("up", "batch", 0, done))
     stopper = threading.Thread(target=s.stop)
     stopper.start()
     engine.release.set()
     stopper.join(10)
     assert not stopper.is_alive() and not s.running
     assert engine.calls == ["a:final:0", "a:final:1"]
+    # The upload waiting for its window hears that it will not come.
+    (stopped,) = [r for r in done if r.job.kind == "batch"]
+    assert isinstance(stopped.error, SchedulerStopped) and stopped.transcription is None
     s.stop()  # idempotent
     s.submit(job("a", "partial", 3, done))  # ignored once stopped
+    with pytest.raises(SchedulerStopped):
+        s.submit(job("up", "batch", 1, done))
     assert engine.calls == ["a:final:0", "a:final:1"]
 
 
@@ -236,24 +242,6 @@ def test_uploads_take_turns() -> None:
         engine.release.set()
         assert done.wait(4)
     assert engine.calls == ["a:final:0", "x:batch:0", "y:batch:0", "x:batch:1"]
-
-
-def test_stop_answers_queued_batch_jobs_and_refuses_new_ones() -> None:
-    engine, done = FakeEngine(hold_first=True), []
-    s = Scheduler(engine).start()
-    s.submit(job("a", "final", 0, done))
-    assert engine.started.wait(5)
-    s.submit(job("up", "batch", 0, done))
-    s.submit(job("a", "final", 1, done))
-    stopper = threading.Thread(target=s.stop)
-    stopper.start()
-    engine.release.set()
-    stopper.join(10)
-    assert engine.calls == ["a:final:0", "a:final:1"]
-    (stopped,) = [r for r in done if r.job.kind == "batch"]
-    assert isinstance(stopped.error, SchedulerStopped) and stopped.transcription is None
-    with pytest.raises(SchedulerStopped):
-        s.submit(job("up", "batch", 1, done))
 
 
 def test_forget_drops_a_streams_queued_batch_jobs() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import io
 import json
 import logging
@@ -39,6 +38,7 @@ from livewhisper.engine.batch import BatchDecode, windows
 from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.scheduler import Scheduler, SchedulerStopped
 from livewhisper.errors import AudioError, ModelError
+from livewhisper.serve.admission import token_given
 from livewhisper.transcript import Segment
 from livewhisper.writers import make_writer
 
@@ -121,8 +121,11 @@ def openai_routes(
 
     *token*: required as ``Authorization: Bearer <token>`` (the SDKs' API key) when
     set. *max_upload_mb*: the largest request body (413 above). *max_uploads*:
-    uploads decoded at once (429 beyond: the model is shared with live sessions).
+    uploads received or decoded at once (429 beyond: the model is shared with live
+    sessions).
     """
+    if max_upload_mb <= 0 or max_uploads < 1:
+        raise ValueError("max_upload_mb must be positive and max_uploads at least 1")
     api = _AudioApi(scheduler, token, int(max_upload_mb * 1_000_000), max_uploads)
     return [
         Route("/v1/audio/transcriptions", api.transcriptions, methods=["POST"]),
@@ -152,7 +155,7 @@ class _AudioApi:
         self.token = token
         self.max_bytes = max_bytes
         self.max_uploads = max_uploads
-        self.uploads = 0  # being decoded now; only the event loop changes it
+        self.uploads = 0  # being received or decoded; only the event loop changes it
         self.created = int(time.time())
 
     @property
@@ -191,11 +194,7 @@ class _AudioApi:
         return name
 
     def _authorize(self, request: Request) -> None:
-        if self.token is None:
-            return
-        auth = request.headers.get("Authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
+        if not token_given(self.token, request):
             raise ApiError(
                 401,
                 "A valid token is required: send it as `Authorization: Bearer <token>` "
@@ -251,8 +250,8 @@ class _AudioApi:
         if self.uploads >= self.max_uploads:
             raise ApiError(
                 429,
-                f"The server is decoding {self.uploads} uploads, as many as it takes at "
-                "once; try again in a moment.",
+                f"The server is taking {self.uploads} uploads already, as many as it "
+                "takes at once; try again in a moment.",
                 type="rate_limit_error",
                 code="rate_limit_exceeded",
                 headers={"Retry-After": "2"},
@@ -350,7 +349,7 @@ class _AudioApi:
             )
         keywords = [k.strip() for k in fields.get("keywords", []) if isinstance(k, str)]
         options = TranscribeOptions(
-            language=text("language") or None,
+            language=(text("language") or "").lower() or None,
             task=task,
             initial_prompt=text("prompt") or None,
             word_timestamps="word" in granularities,
