@@ -198,7 +198,7 @@ class _AudioApi:
             raise ApiError(
                 401,
                 "A valid token is required: send it as `Authorization: Bearer <token>` "
-                "(the API key of OpenAI's clients).",
+                "(the API key of OpenAI's clients) or as ?token=.",
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
