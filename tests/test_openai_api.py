@@ -259,6 +259,24 @@ def test_an_upload_while_the_server_is_full_is_429(fake: Any) -> None:
     assert first["text"].text == "window 1"
 
 
+def test_a_client_that_goes_away_stops_its_upload(fake: Any) -> None:
+    url, engine, _ = fake
+    engine.release.clear()  # the first window takes longer than the client waits
+    with client(url) as api, pytest.raises(openai.APITimeoutError):
+        api.with_options(timeout=1.0).audio.transcriptions.create(
+            model="whisper-1", file=upload(LONG)
+        )
+    engine.release.set()
+    # The upload's slot comes free (the SDK retries the 429 of a slot not free yet)...
+    with client(url) as api:
+        result = api.with_options(max_retries=3).audio.transcriptions.create(
+            model="whisper-1", file=upload(JFK)
+        )
+    assert result.text == "window 2"
+    # ...and the first upload's windows after the first were never decoded.
+    assert [offset for offset, _, _ in engine.decoded] == [0.0, 0.0]
+
+
 def test_a_long_upload_is_decoded_a_window_at_a_time(fake: Any) -> None:
     url, engine, _ = fake
     with client(url) as api:

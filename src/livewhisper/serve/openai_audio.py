@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
@@ -235,7 +235,7 @@ class _AudioApi:
                 decoded = _decoded(decode, reader, first)
                 if asked.stream:
                     return _EventStream(_events(decoded, reader), cleanup.pop_all())
-                results = [r async for r in _until_disconnected(decoded, request)]
+                results = await _unless_disconnected(_collect(decoded), request.receive)
                 problem = reader.error()
                 if problem is not None:
                     raise problem
@@ -516,15 +516,32 @@ async def _decoded(
         audio = await asyncio.to_thread(reader.next)
 
 
-async def _until_disconnected(
-    decoded: AsyncIterator[tuple[float, Transcription]], request: Request
-) -> AsyncIterator[tuple[float, Transcription]]:
-    """*decoded*, ended early when the client has gone (no window is decoded for nobody)."""
-    async for item in decoded:
-        yield item
-        if await request.is_disconnected():
+async def _collect(
+    decoded: AsyncIterator[tuple[float, Transcription]],
+) -> list[tuple[float, Transcription]]:
+    return [item async for item in decoded]
+
+
+async def _unless_disconnected(
+    work: Coroutine[Any, Any, list[tuple[float, Transcription]]], receive: Receive
+) -> list[tuple[float, Transcription]]:
+    """The result of *work*, or, if the client goes away first, *work* cancelled (its
+    window still queued is not decoded for nobody) and an empty list."""
+
+    async def gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
             log.info("the client of an upload went away; its decoding stops")
-            return
+            return []
+        return task.result()
+    finally:
+        task.cancel()
+        watch.cancel()
 
 
 # -------------------------------------------------------------------- answers
