@@ -21,6 +21,7 @@ class StreamRequest:
 
     language: str | None = None
     partials: bool = True
+    prompt: str | None = None  # Whisper's initial prompt, in place of the server's
 
 
 #: Makes a stream for a connection; the callback may be called from any thread.
@@ -42,8 +43,9 @@ def live_streams(
     (of one stream, or of all with None): utterances queued or running, and their seconds
     of audio.
 
-    A client's ``language`` replaces the one in *options*; the engine checks it first,
-    so a language the model does not know is refused when the stream starts.
+    A client's ``language`` and ``prompt`` (the ``initial_prompt``) replace those in
+    *options*; the engine checks the language first, so one the model does not know
+    is refused when the stream starts.
     """
     from livewhisper.live.stream import LiveStream, StreamOptions
 
@@ -51,9 +53,13 @@ def live_streams(
 
     def make(request: StreamRequest, emit: Emit) -> AudioStream:
         stream_options = base
+        transcribe = base.transcribe
+        if request.prompt is not None:
+            transcribe = dataclasses.replace(transcribe, initial_prompt=request.prompt)
         if request.language is not None:
-            transcribe = dataclasses.replace(base.transcribe, language=request.language)
+            transcribe = dataclasses.replace(transcribe, language=request.language)
             scheduler.engine.check(transcribe)
+        if transcribe is not base.transcribe:
             stream_options = dataclasses.replace(stream_options, transcribe=transcribe)
         if not request.partials:
             # Partial text costs model time: only for clients that ask for it.
