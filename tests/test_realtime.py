@@ -13,28 +13,42 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
-import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
 import pytest
-from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse, Response
-from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from livewhisper.audio.pcm import Resampler
 from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.scheduler import Scheduler
 from livewhisper.errors import ModelError
 from livewhisper.live.contract import Emit, StreamStatus
+from livewhisper.live.stream import LiveStream, StreamOptions
 from livewhisper.metrics import word_error_rate as wer
-from livewhisper.serve.streams import StreamFactory, StreamRequest
-from livewhisper.serve.ws_realtime import SessionConfig, parse_session, realtime_routes
+from livewhisper.serve.options import ServerOptions
+from livewhisper.serve.realtime_events import (
+    RealtimeError,
+    SessionConfig,
+    append_samples,
+    commit_options,
+    decode_event,
+    error_event,
+    event_type,
+    parse_session,
+    session_event,
+)
+from livewhisper.serve.realtime_items import InputBuffer, Items, Utterances
+from livewhisper.serve.streams import StreamBacklog, StreamFactory, StreamRequest, live_streams
+from livewhisper.serve.thread import ServerThread
+from livewhisper.serve.ws_realtime import realtime_routes
 from livewhisper.transcript import Segment, TextEvent
+from test_server_protocol import messages_until_closed
 
 T = TypeVar("T")
 LIBRIVOX = "librivox_sense_and_sensibility_01_austen_64kb-0880.flac"
@@ -147,39 +161,28 @@ def scripted_streams(made: list[ScriptedStream] | None = None) -> StreamFactory:
 # --- the server and a client ------------------------------------------------------------
 
 
+def realtime_server(
+    make_stream: StreamFactory,
+    scheduler: Scheduler,
+    backlog: StreamBacklog | None = None,
+    **options: Any,
+) -> ServerThread:
+    """The server (*options*: its `ServerOptions`) with the realtime route, on a free port."""
+    routes = realtime_routes(scheduler, model_name="tiny.en")
+    return ServerThread(
+        ServerOptions(port=0, **options), make_stream, backlog=backlog, extra_routes=routes
+    )
+
+
+def realtime_url(server: ServerThread) -> str:
+    return f"ws://127.0.0.1:{server.port}/v1/realtime?intent=transcription"
+
+
 @contextlib.contextmanager
 def serving(make_stream: StreamFactory, scheduler: Scheduler, **kw: Any) -> Iterator[str]:
-    """A uvicorn server with the realtime routes (*kw*: their options) on a free port;
-    yields its URL."""
-    import uvicorn
-
-    kw.setdefault("token", None)
-    routes = realtime_routes(make_stream, scheduler, model_name="tiny.en", **kw)
-    config = uvicorn.Config(
-        Starlette(routes=routes),
-        host="127.0.0.1",
-        port=0,
-        ws="websockets-sansio",
-        lifespan="off",
-        log_level="warning",
-    )
-    started = threading.Event()
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets)
-            started.set()
-
-    server = Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        assert started.wait(TIMEOUT), "the server did not start"
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
-    finally:
-        server.should_exit = True
-        thread.join(TIMEOUT)
+    """The server with the realtime route (*kw*: `realtime_server`'s), running; its URL."""
+    with realtime_server(make_stream, scheduler, **kw) as server:
+        yield realtime_url(server)
 
 
 @pytest.fixture
@@ -305,6 +308,131 @@ def test_session_update_parses_both_shapes_and_keeps_what_is_left_out() -> None:
     }
     config, dialect = parse_session(config, beta)
     assert (config, dialect) == (SessionConfig(24_000, True, None, "names: Dashwood"), "beta")
+
+
+def test_client_events_are_checked_and_errors_name_them() -> None:
+    assert event_type(decode_event('{"type": "input_audio_buffer.commit"}')) == (
+        "input_audio_buffer.commit"
+    )
+    for text, code in [("{x", "invalid_json"), ("[1]", "invalid_type")]:
+        with pytest.raises(RealtimeError) as info:
+            decode_event(text)
+        assert info.value.code == code
+    with pytest.raises(RealtimeError) as info:
+        event_type({"type": "response.create"})
+    assert error_event(info.value, "e7") == {
+        "type": "error",
+        "error": {
+            "message": info.value.message,
+            "type": "invalid_request_error",
+            "param": "type",
+            "code": "invalid_value",
+            "event_id": "e7",
+        },
+    }
+    assert error_event(info.value, 7)["error"]["event_id"] is None  # not a client's id
+
+
+def test_appends_carry_an_odd_byte_to_the_next() -> None:
+    pcm = pcm16(np.array([0.5, -0.5], np.float32))
+    resampler = Resampler(16_000)
+    samples, carry = append_samples(resampler, b"", base64.b64encode(pcm[:3]).decode())
+    assert len(samples) == 1 and carry == pcm[2:3]
+    samples, carry = append_samples(resampler, carry, base64.b64encode(pcm[3:]).decode())
+    assert carry == b"" and samples.tolist() == [pytest.approx(-0.5, abs=1e-3)]
+    with pytest.raises(RealtimeError) as info:
+        append_samples(resampler, b"", "@@")
+    assert (info.value.code, info.value.param) == ("invalid_value", "audio")
+
+
+def test_the_session_as_the_client_is_told_it_and_how_commits_decode() -> None:
+    config = SessionConfig(16_000, False, "fr", "Dashwood")
+    ga = session_event("updated", config, "ga", "sess_1", "tiny.en")
+    assert ga["type"] == "session.updated"
+    audio_input = ga["session"]["audio"]["input"]
+    assert audio_input["format"] == {"type": "audio/pcm", "rate": 16_000}
+    assert audio_input["turn_detection"] is None
+    assert audio_input["transcription"] == {
+        "model": "tiny.en",
+        "language": "fr",
+        "prompt": "Dashwood",
+    }
+    beta = session_event("created", SessionConfig(), "beta", "sess_1", "tiny.en")
+    assert beta["type"] == "transcription_session.created"
+    assert beta["session"]["turn_detection"] == {"type": "server_vad"}
+    assert beta["session"]["input_audio_transcription"]["prompt"] == ""
+    # A commit is decoded with the server's settings, and the session's on top.
+    base = TranscribeOptions(language="en", initial_prompt="the server's", vad_filter=False)
+    assert commit_options(base, SessionConfig()) == dataclasses.replace(base, vad_filter=True)
+    mine = commit_options(base, config)
+    assert (mine.language, mine.initial_prompt) == ("fr", "Dashwood")
+
+
+def kinds(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"].rsplit(".", 1)[-1] for e in events]
+
+
+def test_utterances_become_items_whose_deltas_only_add() -> None:
+    items = Items("ab")
+    utterances = Utterances(items, base=2.0)  # the stream started 2 s into the session
+    first = utterances.on_event(TextEvent("partial", 0, "hello wor", 0.5, 1.0, "en", "hello"))
+    assert first == [
+        {
+            "type": "input_audio_buffer.speech_started",
+            "item_id": "item_ab0000",
+            "audio_start_ms": 2500,
+        },
+        {
+            "type": "conversation.item.input_audio_transcription.delta",
+            "item_id": "item_ab0000",
+            "content_index": 0,
+            "delta": "hello",
+        },
+    ]
+    # Committed words that do not go on from what was said add nothing.
+    assert utterances.on_event(TextEvent("partial", 0, "hollow", 0.5, 1.2, "en", "hollow")) == []
+    last = utterances.on_event(TextEvent("final", 0, "hello world.", 0.5, 1.5, "en"))
+    assert kinds(last) == ["speech_stopped", "committed", "delta", "completed"]
+    assert last[0]["audio_end_ms"] == 3500 and last[1]["previous_item_id"] is None
+    assert last[2]["delta"] == " world."
+    assert last[3]["transcript"] == "hello world." and last[3]["usage"]["seconds"] == 1.0
+    late = TextEvent("partial", 0, "hello", 0.5, 1.6, "en", "hello")
+    assert utterances.on_event(late) == []  # after its final
+    # An utterance that ends without a final is completed with no transcript.
+    assert kinds(utterances.on_event(TextEvent("partial", 1, "um", 2.0, 2.5, "en"))) == [
+        "speech_started"
+    ]
+    empty = utterances.without_text()
+    assert kinds(empty) == ["speech_stopped", "committed", "completed"]
+    assert empty[1]["previous_item_id"] == "item_ab0000" and empty[2]["transcript"] == ""
+    assert utterances.open == {}
+
+
+def test_the_input_buffer_holds_a_manual_sessions_audio_until_a_commit() -> None:
+    buffer = InputBuffer(1.0)
+    buffer.add(silence(0.05), 800)
+    with pytest.raises(RealtimeError) as info:
+        buffer.commit()
+    assert info.value.code == "input_audio_buffer_commit_empty"
+    assert "only has 50.00ms" in info.value.message
+    buffer.add(silence(0.9), 1600)
+    with pytest.raises(RealtimeError) as info:
+        buffer.add(silence(0.1), 16_000)
+    assert info.value.code == "input_audio_buffer_full"
+    buffer.add(silence(0.1), 16_000, bounded=False)  # the resampler's tail at a commit
+    assert buffer.start == 800
+    assert len(buffer.commit()) == 16_800 and len(buffer) == 0
+
+
+def test_a_streams_prompt_is_its_initial_prompt(fake: Scheduler) -> None:
+    server_options = StreamOptions(transcribe=TranscribeOptions(initial_prompt="the server's"))
+    make, _ = live_streams(fake, server_options)
+    plain = make(StreamRequest(), lambda event: None)
+    asked = make(StreamRequest(language="fr", prompt="Dashwood"), lambda event: None)
+    assert isinstance(plain, LiveStream) and isinstance(asked, LiveStream)
+    assert plain.options.transcribe.initial_prompt == "the server's"
+    assert asked.options.transcribe.initial_prompt == "Dashwood"
+    assert asked.options.transcribe.language == "fr"
 
 
 # --- the protocol, on scripted streams ----------------------------------------------------
@@ -545,19 +673,95 @@ def test_a_token_is_required_when_the_server_has_one(fake: Scheduler) -> None:
         async with connect(url, subprotocols=protocols) as ws:  # type: ignore[arg-type]
             assert ws.subprotocol == "realtime"
             assert (await recv(ws))["type"] == "session.created"
-        # The server's own checks come after the token.
+        # The server's origin check comes after the token, as for its other clients.
         with pytest.raises(InvalidStatus) as refused:
             async with connect(url + "&token=s3cret", origin="http://elsewhere"):  # type: ignore[arg-type]
                 pass
         assert refused.value.response.status_code == 403
 
-    def admit(ws: WebSocket) -> Response | None:
-        if ws.headers.get("origin") == "http://elsewhere":
-            return PlainTextResponse("This origin may not connect.\n", status_code=403)
-        return None
-
-    with serving(scripted_streams(), fake, token="s3cret", admit=admit) as url:
+    with serving(scripted_streams(), fake, token="s3cret") as url:
         run(main(url))
+
+
+def test_the_prompt_goes_to_the_live_stream_and_a_new_one_ends_the_utterance(
+    fake: Scheduler,
+) -> None:
+    made: list[ScriptedStream] = []
+
+    async def main(url: str) -> None:
+        async with connect(url) as ws:
+            await configure(ws, prompt="Dashwood")
+            await append(ws, tone(0.7))  # an utterance in progress
+            await send(ws, "session.update", session=session(prompt="Marianne"))
+            events = await recv_until(ws, of_type("session.updated"))
+            assert events[-2]["type"] == COMPLETED and events[-2]["transcript"] == "w0 w1."
+            events = await commit(ws, tone(0.4))
+            assert events[-1]["transcript"] == "w0."
+        assert [stream.request.prompt for stream in made] == ["Dashwood", "Marianne"]
+
+    with serving(scripted_streams(made), fake) as url:
+        run(main(url))
+
+
+def test_a_stop_sends_the_open_utterances_completed_then_1001(fake: Scheduler) -> None:
+    server = realtime_server(scripted_streams(), fake).start()
+
+    async def main() -> None:
+        async with connect(realtime_url(server)) as ws:
+            await configure(ws)
+            await append(ws, tone(0.7))  # the utterance goes on
+            events = await recv_until(ws, lambda e: e.get("delta") == " w1")  # the audio is in
+            stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+            events += await messages_until_closed(ws)
+            assert (ws.close_code, ws.close_reason) == (1001, "server shutting down")
+            await stopping
+        (item,) = by_item(events).values()
+        assert check_item(item) == "w0 w1."
+
+    try:
+        run(main())
+    finally:
+        server.stop()
+
+
+def test_an_idle_session_gets_its_last_text_then_1008(fake: Scheduler) -> None:
+    async def main(url: str) -> None:
+        async with connect(url) as ws:
+            await configure(ws)
+            await append(ws, tone(0.7))
+            events = await messages_until_closed(ws)
+            assert ws.close_code == 1008 and "idle timeout" in (ws.close_reason or "")
+        (item,) = by_item(events).values()
+        assert check_item(item) == "w0 w1."
+
+    with serving(scripted_streams(), fake, idle_timeout=1.0) as url:
+        run(main(url))
+
+
+def test_a_realtime_client_past_max_clients_is_refused_like_the_others(fake: Scheduler) -> None:
+    async def refused(url: str) -> int:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url):
+                pass
+        return info.value.response.status_code
+
+    async def main(server: ServerThread) -> None:
+        url, page = realtime_url(server), f"ws://127.0.0.1:{server.port}/ws"
+        async with connect(url) as ws:
+            assert (await recv(ws))["type"] == "session.created"
+            assert len(server.server.audio) == 1  # counted with the other audio clients
+            assert [await refused(url), await refused(page)] == [503, 503]
+        while server.server.audio:  # its place is freed once it has ended
+            await asyncio.sleep(0.01)
+        async with connect(page):
+            assert await refused(url) == 503
+        while server.server.audio:
+            await asyncio.sleep(0.01)
+        async with connect(url) as ws:
+            assert (await recv(ws))["type"] == "session.created"
+
+    with realtime_server(scripted_streams(), fake, max_clients=1) as server:
+        run(main(server))
 
 
 # --- the real model on real speech ----------------------------------------------------
@@ -626,8 +830,8 @@ def test_server_vad_session_through_the_openai_sdk(
             await task
         return events
 
-    make, _ = live_streams(scheduler)
-    with serving(make, scheduler, token="s3cret") as url:
+    make, backlog = live_streams(scheduler)
+    with serving(make, scheduler, backlog=backlog, token="s3cret") as url:
         events = run(main(url.split("/realtime")[0]))
     assert events[0]["type"] == "session.updated"
     assert events[-1]["session"]["audio"]["input"]["turn_detection"] is None

@@ -52,11 +52,12 @@ class Admission:
         self.closing = False  # the server is shutting down: no new connections
 
     def check(
-        self, conn: HTTPConnection, *, viewer: bool, clients: int, viewers: int
+        self, conn: HTTPConnection, *, viewer: bool, clients: int, viewers: int, token: bool = True
     ) -> Response | None:
         """None to let a WebSocket upgrade go on, else the answer that refuses it.
-        *viewer*: a caption connection; *clients* and *viewers*: how many there are now."""
-        refused = self.check_token(conn)
+        *viewer*: a caption connection; *clients* and *viewers*: how many there are now;
+        *token*: False where the route has checked the token itself."""
+        refused = self.check_token(conn) if token else None
         if refused is not None:
             return refused
         origin = conn.headers.get("Origin")

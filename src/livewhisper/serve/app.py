@@ -74,10 +74,11 @@ class LiveState:
         """Caption connections now."""
         return self.hub.viewers
 
-    def refuse(self, conn: HTTPConnection, *, viewer: bool) -> Response | None:
-        """The answer that refuses a WebSocket (401, 403, 503), or None to accept it."""
+    def refuse(self, conn: HTTPConnection, *, viewer: bool, token: bool = True) -> Response | None:
+        """The answer that refuses a WebSocket (401, 403, 503), or None to accept it;
+        ``token=False`` for a route that has checked the token its own way."""
         return self.admission.check(
-            conn, viewer=viewer, clients=len(self.audio), viewers=self.viewers
+            conn, viewer=viewer, clients=len(self.audio), viewers=self.viewers, token=token
         )
 
     async def serve_audio(self, websocket: WebSocket, protocol: type[AudioConnection]) -> None:
@@ -88,13 +89,20 @@ class LiveState:
             return
         await websocket.accept()
         transport = WebSocketTransport(websocket)
+        await self.run_audio(
+            protocol(transport, self.options, self.hub, self.make_stream, self.backlog)
+        )
+
+    async def run_audio(self, connection: AudioConnection) -> None:
+        """Run *connection*, accepted, as one of the server's audio connections until it
+        ends: counted against ``max_clients``, and ended by `close` (its last text, then
+        1001). For a route that admits and accepts its clients itself."""
         if self.admission.closing:  # close() began meanwhile
-            await transport.close(CLOSE_GOING_AWAY, "server shutting down")
+            await connection.transport.close(CLOSE_GOING_AWAY, "server shutting down")
             return
         if len(self.audio) >= self.options.max_clients:  # others came in meanwhile
-            await transport.close(CLOSE_TRY_AGAIN, "server busy: too many clients")
+            await connection.transport.close(CLOSE_TRY_AGAIN, "server busy: too many clients")
             return
-        connection = protocol(transport, self.options, self.hub, self.make_stream, self.backlog)
         self.audio.add(connection)
         try:
             with _running(self._talking):

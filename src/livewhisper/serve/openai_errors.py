@@ -31,6 +31,7 @@ UNSUPPORTED_VALUE = "unsupported_value"
 MODEL_NOT_FOUND = "model_not_found"
 FILE_TOO_LARGE = "file_too_large"
 RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+SERVER_IS_OVERLOADED = "server_is_overloaded"
 
 
 class OpenAIError(Exception):
@@ -71,7 +72,7 @@ def invalid_api_key() -> OpenAIError:
     """The 401 of a request without the server's token, as OpenAI answers a bad key."""
     return OpenAIError(
         "A valid token is required: send it as `Authorization: Bearer <token>` "
-        "(the API key of OpenAI's clients).",
+        "(the API key of OpenAI's clients) or as ?token=.",
         code=INVALID_API_KEY,
         status=401,
         headers={"WWW-Authenticate": "Bearer"},
