@@ -38,7 +38,9 @@ from livewhisper.engine.batch import BatchDecode, windows
 from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.scheduler import Scheduler, SchedulerStopped
 from livewhisper.errors import AudioError, ModelError
+from livewhisper.serve import openai_errors as errors
 from livewhisper.serve.admission import token_given
+from livewhisper.serve.openai_errors import OpenAIError
 from livewhisper.transcript import Segment
 from livewhisper.writers import make_writer
 
@@ -73,41 +75,6 @@ UNSUPPORTED = {
 }
 #: Whisper's fallback: from the temperature asked for up to 1 in these steps.
 TEMPERATURE_STEP = 0.2
-
-
-class ApiError(Exception):
-    """An answer in OpenAI's error shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
-        self.headers = headers
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-    def response(self) -> Response:
-        return JSONResponse(self.body(), self.status, headers=self.headers)
 
 
 def openai_routes(
@@ -167,7 +134,7 @@ class _AudioApi:
     async def models(self, request: Request) -> Response:
         try:
             self._authorize(request)
-        except ApiError as exc:
+        except OpenAIError as exc:
             return exc.response()
         return JSONResponse({"object": "list", "data": [self._model(m) for m in self.model_ids]})
 
@@ -175,7 +142,7 @@ class _AudioApi:
         try:
             self._authorize(request)
             return JSONResponse(self._model(self._known_model(request.path_params["model"])))
-        except ApiError as exc:
+        except OpenAIError as exc:
             return exc.response()
 
     def _model(self, name: str) -> dict[str, Any]:
@@ -183,25 +150,19 @@ class _AudioApi:
 
     def _known_model(self, name: str) -> str:
         if name not in self.model_ids:
-            raise ApiError(
-                404,
+            raise OpenAIError(
                 f"The model `{name}` does not exist on this server: it serves "
                 f"{self.scheduler.engine.name}, as `{self.scheduler.engine.name}` or "
                 f"`{OPENAI_MODEL}`.",
                 param="model",
-                code="model_not_found",
+                code=errors.MODEL_NOT_FOUND,
+                status=404,
             )
         return name
 
     def _authorize(self, request: Request) -> None:
         if not token_given(self.token, request):
-            raise ApiError(
-                401,
-                "A valid token is required: send it as `Authorization: Bearer <token>` "
-                "(the API key of OpenAI's clients) or as ?token=.",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise errors.invalid_api_key()
 
     # ---------------------------------------------------------------- audio
 
@@ -227,8 +188,8 @@ class _AudioApi:
                 cleanup.callback(reader.close_soon)
                 first = await asyncio.to_thread(reader.next)
                 if first is None:
-                    raise reader.error() or ApiError(
-                        400, f"{audio.name}: the file contains no audio.", param="file"
+                    raise reader.error() or OpenAIError(
+                        f"{audio.name}: the file contains no audio.", param="file"
                     )
                 decode = BatchDecode(self.scheduler, asked.options)
                 cleanup.callback(decode.close)
@@ -240,7 +201,7 @@ class _AudioApi:
                 if problem is not None:
                     raise problem
                 return _document(asked, task, decode, results)
-            except ApiError as exc:
+            except OpenAIError as exc:
                 # A client still sending its file would not hear an answer given
                 # before the body has been read: the closed socket resets it.
                 await body.drain(2 * self.max_bytes)
@@ -248,12 +209,12 @@ class _AudioApi:
 
     def _take_upload_slot(self) -> None:
         if self.uploads >= self.max_uploads:
-            raise ApiError(
-                429,
+            raise OpenAIError(
                 f"The server is taking {self.uploads} uploads already, as many as it "
                 "takes at once; try again in a moment.",
-                type="rate_limit_error",
-                code="rate_limit_exceeded",
+                type=errors.RATE_LIMIT,
+                code=errors.RATE_LIMIT_EXCEEDED,
+                status=429,
                 headers={"Retry-After": "2"},
             )
         self.uploads += 1
@@ -264,8 +225,7 @@ class _AudioApi:
     async def _read_form(self, request: Request, body: _LimitedBody) -> FormData:
         """The multipart body, at most `max_bytes` of it (413 past that)."""
         if not request.headers.get("Content-Type", "").startswith("multipart/form-data"):
-            raise ApiError(
-                400,
+            raise OpenAIError(
                 "Send the request as multipart/form-data, with the audio in the `file` field.",
             )
         declared = request.headers.get("Content-Length", "")
@@ -274,33 +234,32 @@ class _AudioApi:
                 raise _TooLarge
             return await Request(request.scope, body.receive).form(max_files=1, max_fields=100)
         except _TooLarge:
-            raise ApiError(
-                413,
+            raise OpenAIError(
                 f"The request is larger than this server's limit of "
                 f"{self.max_bytes / 1_000_000:g} MB.",
                 param="file",
-                code="file_too_large",
+                code=errors.FILE_TOO_LARGE,
+                status=413,
             ) from None
         except HTTPException as exc:  # what Starlette makes of a malformed body
-            raise ApiError(400, f"The multipart body cannot be read: {exc.detail}") from None
+            raise OpenAIError(f"The multipart body cannot be read: {exc.detail}") from None
 
     def _parse(self, form: FormData, task: str) -> AudioRequest:
         fields: dict[str, list[str | UploadFile]] = {}
         for key, value in form.multi_items():
             name = key.split("[", 1)[0]
             if name == "chunking_strategy" and (key != name or value != "auto"):
-                raise ApiError(
-                    400,
+                raise OpenAIError(
                     "Only chunking_strategy=auto is supported: the server cuts long audio "
                     "at pauses itself.",
                     param="chunking_strategy",
-                    code="unsupported_value",
+                    code=errors.UNSUPPORTED_VALUE,
                 )
             if name in UNSUPPORTED:
-                raise ApiError(400, f"`{name}` is not supported: {UNSUPPORTED[name]}.", param=name)
+                raise OpenAIError(f"`{name}` is not supported: {UNSUPPORTED[name]}.", param=name)
             known = TRANSCRIPTION_FIELDS if task == "transcribe" else TRANSLATION_FIELDS
             if name not in known:
-                raise ApiError(400, f"Unrecognized request argument supplied: {key}", param=key)
+                raise OpenAIError(f"Unrecognized request argument supplied: {key}", param=key)
             fields.setdefault(name, []).append(value)
 
         def text(name: str) -> str | None:
@@ -308,42 +267,38 @@ class _AudioApi:
             if not values:
                 return None
             if len(values) > 1 or not isinstance(values[0], str):
-                raise ApiError(400, f"`{name}` must be given once, as text.", param=name)
+                raise OpenAIError(f"`{name}` must be given once, as text.", param=name)
             return values[0]
 
         model = text("model")
         if model is None:
-            raise ApiError(400, "You must provide a model parameter.", param="model")
+            raise OpenAIError("You must provide a model parameter.", param="model")
         self._known_model(model)
         uploads = fields.get("file", [])
         if len(uploads) != 1 or not isinstance(uploads[0], UploadFile):
-            raise ApiError(400, "Send the audio as one file in the `file` field.", param="file")
+            raise OpenAIError("Send the audio as one file in the `file` field.", param="file")
         response_format = text("response_format") or "json"
         if response_format not in FORMATS:
-            raise ApiError(
-                400,
+            raise OpenAIError(
                 f"response_format {response_format!r} is not supported: use one of "
                 f"{', '.join(FORMATS)} (diarized_json needs a diarizing model).",
                 param="response_format",
-                code="unsupported_value",
+                code=errors.UNSUPPORTED_VALUE,
             )
         granularities = {str(g) for g in fields.get("timestamp_granularities", [])}
         if granularities - {"segment", "word"}:
-            raise ApiError(
-                400,
+            raise OpenAIError(
                 "timestamp_granularities[] takes `segment` and `word`.",
                 param="timestamp_granularities",
             )
         if granularities and response_format != "verbose_json":
-            raise ApiError(
-                400,
+            raise OpenAIError(
                 "timestamp_granularities[] needs response_format=verbose_json.",
                 param="timestamp_granularities",
             )
         stream = _boolean(text("stream"), "stream")
         if stream and response_format not in ("json", "text"):
-            raise ApiError(
-                400,
+            raise OpenAIError(
                 "stream=true sends text events: use response_format json or text.",
                 param="stream",
             )
@@ -377,7 +332,7 @@ class _AudioApi:
             try:
                 engine.check(asked)
             except ModelError as exc:
-                raise ApiError(400, str(exc), param=param, code="unsupported_value") from None
+                raise OpenAIError(str(exc), param=param, code=errors.UNSUPPORTED_VALUE) from None
 
 
 def _boolean(value: str | None, name: str) -> bool:
@@ -385,7 +340,7 @@ def _boolean(value: str | None, name: str) -> bool:
         return False
     if value.lower() == "true":
         return True
-    raise ApiError(400, f"`{name}` must be true or false, not {value!r}.", param=name)
+    raise OpenAIError(f"`{name}` must be true or false, not {value!r}.", param=name)
 
 
 def _temperatures(value: str | None) -> tuple[float, ...]:
@@ -396,8 +351,8 @@ def _temperatures(value: str | None) -> tuple[float, ...]:
     except ValueError:
         first = -1.0
     if not 0.0 <= first <= 1.0:
-        raise ApiError(
-            400, f"temperature must be a number from 0 to 1, not {value!r}.", param="temperature"
+        raise OpenAIError(
+            f"temperature must be a number from 0 to 1, not {value!r}.", param="temperature"
         )
     steps = int((1.0 - first) / TEMPERATURE_STEP + 1e-9)
     return tuple(round(first + TEMPERATURE_STEP * i, 6) for i in range(steps + 1))
@@ -459,7 +414,7 @@ def _open(upload: UploadFile) -> AudioFile:
     try:
         return open_audio(named)
     except AudioError as exc:
-        raise ApiError(400, str(exc), param="file") from None
+        raise OpenAIError(str(exc), param="file") from None
 
 
 class _Reader:
@@ -475,11 +430,11 @@ class _Reader:
         with self._lock:
             return next(self._windows, None)
 
-    def error(self) -> ApiError | None:
+    def error(self) -> OpenAIError | None:
         """Decoding stopped early (a corrupt or truncated file): a 400 that says so."""
         if self.audio.problem is None:
             return None
-        return ApiError(400, f"{self.audio.name}: {self.audio.problem}.", param="file")
+        return OpenAIError(f"{self.audio.name}: {self.audio.problem}.", param="file")
 
     def close(self) -> None:
         with self._lock:
@@ -503,15 +458,14 @@ async def _decoded(
             future = decode.submit(audio)
             transcription = await asyncio.wrap_future(future)
         except SchedulerStopped:
-            raise ApiError(
-                503,
-                "The server is shutting down.",
-                type="service_unavailable_error",
-                code="server_is_overloaded",
+            raise OpenAIError(
+                "The server is shutting down.", type=errors.SERVICE_UNAVAILABLE, status=503
             ) from None
         except Exception as exc:  # the engine failed: the client hears why
             log.exception("decoding a window of an upload failed")
-            raise ApiError(500, f"Decoding failed: {exc}", type="server_error") from None
+            raise OpenAIError(
+                f"Decoding failed: {exc}", type=errors.SERVER_ERROR, status=500
+            ) from None
         yield start, transcription
         audio = await asyncio.to_thread(reader.next)
 
@@ -641,7 +595,7 @@ async def _events(
         problem = reader.error()
         if problem is not None:
             raise problem
-    except ApiError as exc:
+    except OpenAIError as exc:
         yield _event(exc.body())
         return
     yield _event({"type": "transcript.text.done", "text": "".join(parts)})
