@@ -172,7 +172,7 @@ def test_file_command_works_without_portaudio(references: dict[str, str]) -> Non
         "        if name == 'sounddevice':\n"
         "            raise ImportError('PortAudio library not found')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from livewhisper.cli.options import main\n"
+        "from livewhisper.cli.app import main\n"
         f"main(['file', {str(DATA / 'jfk.flac')!r}])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -476,3 +476,56 @@ def test_translation_with_base() -> None:
     assert translated.language == "en"  # the text's, as OpenAI answers
     assert "agente" not in translated.text.lower()
     assert word_error_rate(english, translated.text) <= 0.6, translated.text
+
+
+@pytest.mark.slow
+def test_livewhisper_serve_speaks_the_openai_audio_api_on_its_port(
+    references: dict[str, str], speech: Callable[[str], np.ndarray]
+) -> None:
+    """The real command: ``livewhisper serve`` answers the official SDK on
+    /v1/audio/transcriptions and a Realtime client on /v1/realtime, with its token,
+    on the port of its page."""
+    import asyncio
+    import base64
+    import json
+
+    from websockets.asyncio.client import connect
+
+    from test_server_protocol import cli_server
+
+    with cli_server("serve", "--port", "0", "--token", "s3cret") as (proc, port, _):
+        api = client(f"http://127.0.0.1:{port}/v1", key="s3cret")
+        text = api.audio.transcriptions.create(model="whisper-1", file=upload("jfk.flac")).text
+        assert word_error_rate(references["jfk.flac"], text) <= 0.15, text
+        assert [m.id for m in api.models.list().data][:1]  # the loaded model is listed
+
+        async def realtime() -> str:
+            url = f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
+            headers = {"Authorization": "Bearer s3cret"}
+            async with connect(url, additional_headers=headers) as ws:
+                assert json.loads(await ws.recv())["type"].endswith("session.created")
+                audio = base64.b64encode(
+                    (np.clip(speech("goforward.flac"), -1, 1) * 32767).astype("<i2").tobytes()
+                ).decode()
+                session = {
+                    "type": "transcription",
+                    "audio": {
+                        "input": {
+                            "format": {"type": "audio/pcm", "rate": 16000},
+                            "turn_detection": None,
+                        }
+                    },
+                }
+                await ws.send(json.dumps({"type": "session.update", "session": session}))
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+                await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+                while True:
+                    event = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                    assert event["type"] != "error", event
+                    if event["type"].endswith("input_audio_transcription.completed"):
+                        return str(event["transcript"])
+
+        heard = asyncio.run(realtime())
+        assert word_error_rate(references["goforward.flac"], heard) <= 0.3, heard
+        proc.terminate()
+        assert proc.wait(30) == 0

@@ -52,6 +52,7 @@ _NAMES = (
     "max_clients",
     "max_session",
     "idle_timeout",
+    "max_upload_mb",
 )
 
 
@@ -62,6 +63,7 @@ class ServeSettings:
     options: ServerOptions
     self_signed: bool = False
     local: bool = True  # also transcribe the local microphone (session "local")
+    max_upload_mb: float = 100.0  # the largest upload to /v1/audio/transcriptions
 
 
 def serve_options(func: F) -> F:
@@ -189,6 +191,13 @@ def _server_option_list(lead: str) -> list[Callable[[Any], Any]]:
             show_default=True,
             help=say("seconds without audio before a connection is closed."),
         ),
+        click.option(
+            "--max-upload-mb",
+            type=click.FloatRange(min=0.1),
+            default=100.0,
+            show_default=True,
+            help=say("megabytes a file sent to /v1/audio/transcriptions may have (413 above)."),
+        ),
     ]
 
 
@@ -214,7 +223,12 @@ def settings_from(values: dict[str, Any], *, local: bool = True) -> ServeSetting
         max_session_seconds=values["max_session"] * 60,
         idle_timeout=values["idle_timeout"],
     )
-    return ServeSettings(options, self_signed=values["self_signed"], local=local)
+    return ServeSettings(
+        options,
+        self_signed=values["self_signed"],
+        local=local,
+        max_upload_mb=values["max_upload_mb"],
+    )
 
 
 def prepare(settings: ServeSettings, console: Console) -> ServerOptions:
@@ -257,7 +271,8 @@ def serving(
 
     options = prepare(settings, console)
     make, backlog = live_streams(scheduler, stream_options)
-    server = ServerThread(options, make, backlog=backlog, extra_routes=extra_routes)
+    routes = [*_openai_routes(settings, options, scheduler, stream_options), *extra_routes]
+    server = ServerThread(options, make, backlog=backlog, extra_routes=routes)
     try:
         server.start()
     except OSError as exc:
@@ -270,6 +285,24 @@ def serving(
         yield server
     finally:
         server.stop()
+
+
+def _openai_routes(
+    settings: ServeSettings,
+    options: ServerOptions,
+    scheduler: Scheduler,
+    stream_options: StreamOptions | None,
+) -> list[BaseRoute]:
+    """The OpenAI audio API (REST and Realtime) on the same port, with the same
+    token: made after `prepare`, which may have generated it."""
+    from livewhisper.serve.openai_audio import openai_routes
+    from livewhisper.serve.ws_realtime import realtime_routes
+
+    transcribe = stream_options.transcribe if stream_options is not None else None
+    return [
+        *openai_routes(scheduler, token=options.token, max_upload_mb=settings.max_upload_mb),
+        *realtime_routes(scheduler, model_name=scheduler.engine.name, transcribe=transcribe),
+    ]
 
 
 def announce(

@@ -459,7 +459,10 @@ async def _decoded(
             transcription = await asyncio.wrap_future(future)
         except SchedulerStopped:
             raise OpenAIError(
-                "The server is shutting down.", type=errors.SERVICE_UNAVAILABLE, status=503
+                "The server is shutting down.",
+                type=errors.SERVICE_UNAVAILABLE,
+                code=errors.SERVER_IS_OVERLOADED,
+                status=503,
             ) from None
         except Exception as exc:  # the engine failed: the client hears why
             log.exception("decoding a window of an upload failed")
