@@ -13,6 +13,10 @@ class ModelError(LivewhisperError):
     """A model could not be found, assembled or loaded."""
 
 
+class EngineError(LivewhisperError):
+    """A remote engine could not be reached, refused the request, or stopped answering."""
+
+
 class AudioError(LivewhisperError):
     """An audio input could not be read or decoded."""
 
