@@ -10,7 +10,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from livewhisper.cli.options import MODEL_HELP, CliError
+from livewhisper.cli.options import (
+    MODEL_DEFAULT,
+    MODEL_HELP,
+    CliError,
+    engine_options,
+    stack_options,
+)
 from livewhisper.engine import models
 from livewhisper.errors import LivewhisperError
 
@@ -51,20 +57,33 @@ def devices_command() -> None:
 # --------------------------------------------------------------------------- check
 
 
+def _engine_options(func: Any) -> Any:
+    return stack_options(func, engine_options())
+
+
 @click.command("check")
 @click.option("--device", "-d", default=None, metavar="INDEX|NAME", help="Device to test.")
-@click.option("--model", "-m", default=models.DEFAULT_MODEL, show_default=True, help=MODEL_HELP)
+@click.option("--model", "-m", default=None, show_default=MODEL_DEFAULT, help=MODEL_HELP)
+@_engine_options
 @click.option(
     "--seconds", type=click.FloatRange(0.5, 30), default=2.0, show_default=True, help="Level test."
 )
-def check_command(device: str | None, model: str, seconds: float) -> None:
+def check_command(
+    device: str | None,
+    model: str | None,
+    engine_url: str | None,
+    engine_key: str | None,
+    seconds: float,
+) -> None:
     """Check the set-up for live transcription: PortAudio, the input devices, a
-    level test of the microphone, and the model.
+    level test of the microphone, and the model (or, with --engine, the remote
+    engine: that it answers, its models, and a timed round trip).
 
     \b
     Examples:
       livewhisper check
       livewhisper check --device USB --model base
+      livewhisper check --engine http://gpu-box:8000
     """
     out = Console(highlight=False)
     problems = 0
@@ -88,13 +107,31 @@ def check_command(device: str | None, model: str, seconds: float) -> None:
         _level_test(Microphone(chosen, stall_timeout=seconds + 3), seconds, report)
     except LivewhisperError as exc:
         report(False, "audio", str(exc))
-    try:
-        location = models.locate(model, download=False)
-        report(True, "model", f"{location.name} ({location.origin}) at {location.path}")
-    except LivewhisperError as exc:
-        report(False, "model", str(exc))
+    if engine_url:
+        _check_engine(engine_url, engine_key, model, report)
+    else:
+        try:
+            location = models.locate(model or models.DEFAULT_MODEL, download=False)
+            report(True, "model", f"{location.name} ({location.origin}) at {location.path}")
+        except LivewhisperError as exc:
+            report(False, "model", str(exc))
     if problems:
         sys.exit(1)
+
+
+def _check_engine(url: str, key: str | None, model: str | None, report: Any) -> None:
+    """The remote engine: it answers, what it serves, and a timed round trip of half a
+    second of audio (the time is the engine's decode and the network's, both ways)."""
+    from livewhisper.engine.remote import RemoteEngine, RemoteOptions
+
+    try:
+        with RemoteEngine(RemoteOptions(url=url, model=model, key=key)) as engine:
+            listed = ", ".join(engine.models) or "none listed"
+            report(True, "engine", f"{url} answers; models: {listed}; using {engine.name}")
+            seconds = min(engine.round_trip() for _ in range(3))
+            report(True, "round trip", f"{seconds * 1000:.0f} ms for 0.5 s of audio (best of 3)")
+    except LivewhisperError as exc:
+        report(False, "engine", str(exc))
 
 
 def _level_test(mic: Any, seconds: float, report: Any) -> None:

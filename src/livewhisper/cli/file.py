@@ -15,10 +15,13 @@ import click
 from livewhisper.cli.options import (
     CliError,
     build_model_options,
+    close_engine,
     decode_options,
+    engine_losses,
     fail,
     load_engine,
     model_options,
+    notice_printer,
     stderr_console,
 )
 from livewhisper.engine.files import Progress, Target, transcribe_file
@@ -93,10 +96,13 @@ def file_command(
     inputs: tuple[str, ...],
     fmt: str,
     output: str | None,
-    model: str,
+    model: str | None,
     model_device: str,
     compute_type: str,
     threads: int,
+    engine_url: str | None,
+    engine_key: str | None,
+    engine_wait: float,
     language: str | None,
     task: str,
     beam_size: int,
@@ -117,6 +123,7 @@ def file_command(
       livewhisper file interview.mp3 --format srt -o interview.srt
       livewhisper file a.flac b.m4a --format all -o transcripts/
       livewhisper file lecture.webm --model base --language fr --task translate
+      livewhisper file talk.wav --engine http://gpu-box:8000
       ffmpeg -i video.mkv -f wav - | livewhisper file - --format vtt
     """
     from livewhisper.engine.contract import TranscribeOptions
@@ -132,23 +139,26 @@ def file_command(
         word_timestamps=word_timestamps,
         vad_filter=vad_filter,
     )
+    console = stderr_console()
+    chosen = build_model_options(
+        model, model_device, compute_type, threads, engine_url, engine_key, engine_wait
+    )
     try:
-        engine = load_engine(
-            build_model_options(model, model_device, compute_type, threads), options
-        )
+        engine = load_engine(chosen, options, on_notice=notice_printer(console))
     except LivewhisperError as exc:
         raise CliError(str(exc)) from exc
 
-    console = stderr_console()
     show_progress = not quiet and console.is_terminal
     failed = 0
     with contextlib.ExitStack() as stack:
+        stack.callback(close_engine, engine)
         progress = None
         if show_progress:
             from livewhisper.cli.progress import file_progress
 
             progress = stack.enter_context(file_progress(console))
         for src in inputs:
+            lost = len(engine_losses(engine))
             try:
                 transcribe_file(
                     engine,
@@ -158,6 +168,12 @@ def file_command(
                     label=len(inputs) > 1,
                     progress=None if progress is None else _bar(progress),
                 )
+                gaps = engine_losses(engine, lost)
+                if gaps:  # the engine stopped answering part way
+                    raise LivewhisperError(
+                        f"{src}: {gaps[0].reason}; the transcript covers the first "
+                        f"{gaps[0].start:.1f} s."
+                    )
             except LivewhisperError as exc:
                 failed += 1
                 fail(str(exc))

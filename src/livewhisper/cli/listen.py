@@ -14,10 +14,14 @@ from livewhisper.audio.pcm import SAMPLE_RATE
 from livewhisper.cli.options import (
     CliError,
     build_model_options,
+    close_engine,
     decode_options,
+    engine_losses,
     fail,
     load_engine,
+    lost_summary,
     model_options,
+    notice_printer,
     stderr_console,
 )
 from livewhisper.cli.serve import ServeSettings, serve_options, serve_until_interrupted, serving
@@ -26,6 +30,8 @@ from livewhisper.errors import LivewhisperError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from livewhisper.cli.view import LiveView
+    from livewhisper.engine.contract import Transcriber
     from livewhisper.live.session import Outputs, Partials, Session, SessionResult
     from livewhisper.transcript import TextEvent
 
@@ -148,10 +154,13 @@ def listen_command(
     input_path: str | None,
     speed: float,
     rate: int,
-    model: str,
+    model: str | None,
     model_device: str,
     compute_type: str,
     threads: int,
+    engine_url: str | None,
+    engine_key: str | None,
+    engine_wait: float,
     language: str | None,
     task: str,
     beam_size: int,
@@ -180,6 +189,7 @@ def listen_command(
       livewhisper listen --device USB --language en -o meeting.srt
       livewhisper listen --format jsonl | jq -r 'select(.type == "final") | .text'
       livewhisper listen --input talk.wav --speed 2
+      livewhisper listen --engine http://gpu-box:8000 --engine-key KEY
       arecord -f S16_LE -r 16000 -c 1 -t raw | livewhisper listen --input -
     """
     from livewhisper.engine.contract import TranscribeOptions
@@ -218,9 +228,13 @@ def listen_command(
                 source = _open_local(serve, input_path, device, device_rate, speed, rate, console)
             if source is not None:
                 stack.callback(source.close)
-            engine = load_engine(
-                build_model_options(model, model_device, compute_type, threads), transcribe
+            chosen = build_model_options(
+                model, model_device, compute_type, threads, engine_url, engine_key, engine_wait
             )
+            notices = _EngineNotices(console, quiet=quiet)
+            engine = load_engine(chosen, transcribe, on_notice=notices)
+            notices.engine = engine
+            stack.callback(close_engine, engine)  # after the scheduler's last finals
         except LivewhisperError as exc:
             raise CliError(str(exc)) from exc
         scheduler = stack.enter_context(Scheduler(engine))
@@ -242,7 +256,8 @@ def listen_command(
             outputs.server = server.local_emitter()
         assert source is not None
         session = Session(source, scheduler, options, recorder=recorder)
-        result = _run(session, outputs, console, engine.name, fmt, wants, quiet=quiet)
+        label = engine.name if engine_url is None else f"{engine.name} at {engine_url}"
+        result = _run(session, outputs, console, label, fmt, wants, quiet=quiet, notices=notices)
     if not quiet:
         console.print(str(result.summary), highlight=False, markup=False)
     if result.error is not None:
@@ -251,6 +266,33 @@ def listen_command(
             sys.exit(0)
         fail(str(result.error))
         sys.exit(1)
+    gaps = engine_losses(engine)
+    if gaps:  # the engine stopped answering for longer than utterances wait
+        fail(lost_summary(gaps))
+        sys.exit(1)
+
+
+class _EngineNotices:
+    """A remote engine's notices (on the scheduler's thread): a line on stderr, above
+    the live view when there is one, and the view's model line saying that the
+    engine is not answering while it is not. With --quiet, none: what was lost is
+    still said at the end."""
+
+    def __init__(self, console: Console, *, quiet: bool) -> None:
+        self.say = notice_printer(console)
+        self.quiet = quiet
+        self.engine: Transcriber | None = None
+        self.view: LiveView | None = None
+        self.label = ""
+
+    def __call__(self, message: str) -> None:
+        from livewhisper.engine.remote import RemoteEngine
+
+        view, engine = self.view, self.engine
+        if view is not None and isinstance(engine, RemoteEngine):
+            view.model = self.label + (" (not answering)" if engine.down else "")
+        if not self.quiet:
+            self.say(message)
 
 
 def _run(
@@ -262,6 +304,7 @@ def _run(
     wants: Partials,
     *,
     quiet: bool,
+    notices: _EngineNotices | None = None,
 ) -> SessionResult:
     """Run the session to its end with the live view (on a terminal) and the
     outputs; Ctrl-C ends it normally, a second Ctrl-C at once."""
@@ -281,6 +324,8 @@ def _run(
             show_lines=not stdout_is_view,
         )
         outputs.view = view.add_final
+        if notices is not None:
+            notices.view, notices.label = view, model
     if view is not None and sys.stdout.isatty():
         printer = view.print_line  # the view shows the partials
 

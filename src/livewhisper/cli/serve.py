@@ -22,9 +22,11 @@ from rich.console import Console
 from livewhisper.cli.options import (
     CliError,
     build_model_options,
+    close_engine,
     decode_options,
     load_engine,
     model_options,
+    notice_printer,
     stack_options,
     stderr_console,
 )
@@ -355,10 +357,13 @@ SERVE_EPILOG = "The page, the caption view and the WebSocket API are described i
 @decode_options
 @server_options
 def serve_command(
-    model: str,
+    model: str | None,
     model_device: str,
     compute_type: str,
     threads: int,
+    engine_url: str | None,
+    engine_key: str | None,
+    engine_wait: float,
     language: str | None,
     task: str,
     beam_size: int,
@@ -374,6 +379,7 @@ def serve_command(
       livewhisper serve                          http://127.0.0.1:8000/
       livewhisper serve --host 0.0.0.0 --self-signed --model base
       livewhisper serve --language en --max-clients 4
+      livewhisper serve --host 0.0.0.0 --engine http://gpu-box:8000   (see docs/scaling.md)
     """
     from livewhisper.cli.signals import interrupts
     from livewhisper.engine.contract import TranscribeOptions
@@ -384,17 +390,21 @@ def serve_command(
         language=language, task=task, beam_size=beam_size, initial_prompt=initial_prompt
     ).for_utterance()
     console = stderr_console()
+    chosen = build_model_options(
+        model, model_device, compute_type, threads, engine_url, engine_key, engine_wait
+    )
     try:
-        engine = load_engine(
-            build_model_options(model, model_device, compute_type, threads), transcribe
-        )
+        engine = load_engine(chosen, transcribe, on_notice=notice_printer(console))
     except LivewhisperError as exc:
         raise CliError(str(exc)) from exc
     stop = threading.Event()
     # The whole stop is inside: a second signal while the sessions finish exits at once.
-    with interrupts(stop), Scheduler(engine) as scheduler:
-        try:
-            with serving(settings, scheduler, StreamOptions(transcribe=transcribe), console):
-                serve_until_interrupted(stop)
-        except LivewhisperError as exc:
-            raise CliError(str(exc)) from exc
+    try:
+        with interrupts(stop), Scheduler(engine) as scheduler:
+            try:
+                with serving(settings, scheduler, StreamOptions(transcribe=transcribe), console):
+                    serve_until_interrupted(stop)
+            except LivewhisperError as exc:
+                raise CliError(str(exc)) from exc
+    finally:
+        close_engine(engine)  # after the scheduler's last finals
