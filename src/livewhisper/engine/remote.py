@@ -132,6 +132,7 @@ class RemoteEngine:
         self._last_failure = 0.0
         self._reason = ""
         self._refused: dict[tuple[str | None, str], ModelError] = {}
+        self._verbose = True  # asking for verbose_json (segment times), until refused
         self.models = self._list_models()
         self.model = options.model or (self.models[0] if self.models else FALLBACK_MODEL)
 
@@ -298,10 +299,10 @@ class RemoteEngine:
 
         translate = options.task == "translate"
         path = "/audio/translations" if translate else "/audio/transcriptions"
-        fields = _fields(self.model, options, translate)
         upload = {"file": _encoded(audio, self.options.audio_format)}
         tries = 0
         while True:
+            fields = _fields(self.model, options, translate, self._verbose)
             self._may_try()
             retry_after: float | None = None
             try:
@@ -314,6 +315,12 @@ class RemoteEngine:
                 if response.status_code < 400:
                     self._answered()
                     return self._json(response)
+                if self._verbose and _refuses_verbose(response):
+                    # An engine without segment times (gpt-4o-transcribe, some
+                    # servers): plain text from now on, each decode one segment.
+                    log.info("the engine at %s has no verbose_json: asking for json", self.url)
+                    self._verbose = False
+                    continue
                 if response.status_code not in RETRY_STATUS:
                     raise self._refusal(response)
                 problem = f"{response.status_code} {response.reason_phrase}".strip()
@@ -448,11 +455,14 @@ class RemoteEngine:
         return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
 
 
-def _fields(model: str, options: TranscribeOptions, translate: bool) -> dict[str, Any]:
-    """The form fields of a request: only OpenAI's own, so any engine takes them."""
+def _fields(
+    model: str, options: TranscribeOptions, translate: bool, verbose: bool = True
+) -> dict[str, Any]:
+    """The form fields of a request: only OpenAI's own, so any engine takes them.
+    Without *verbose*, plain ``json``: text without times."""
     fields: dict[str, Any] = {
         "model": model,
-        "response_format": "verbose_json",
+        "response_format": "verbose_json" if verbose else "json",
         "temperature": f"{options.temperature[0]:g}",
     }
     prompt = _prompt(options)
@@ -462,9 +472,10 @@ def _fields(model: str, options: TranscribeOptions, translate: bool) -> dict[str
         return fields  # the translations route takes no language or granularities
     if options.language:
         fields["language"] = options.language
-    fields["timestamp_granularities[]"] = (
-        ["segment", "word"] if options.word_timestamps else ["segment"]
-    )
+    if verbose:
+        fields["timestamp_granularities[]"] = (
+            ["segment", "word"] if options.word_timestamps else ["segment"]
+        )
     if options.hotwords:
         fields["keywords[]"] = [k.strip() for k in options.hotwords.split(",") if k.strip()]
     return fields
@@ -516,6 +527,14 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+
+def _refuses_verbose(response: httpx.Response) -> bool:
+    """A 400 or 422 that names the response format: the engine has no verbose_json."""
+    said = _message(response)
+    return response.status_code in (400, 422) and (
+        "verbose_json" in said or "response_format" in said
+    )
 
 
 def _message(response: httpx.Response) -> str:
