@@ -327,6 +327,8 @@ def test_unreachable_engine_is_one_line_naming_the_url() -> None:
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith("livewhisper: error: Cannot reach the engine at " + url), line
+    result = run_cli("file", JFK, "--engine", "gpu-box:8000")
+    assert result.stderr.startswith("livewhisper: error: The engine 'gpu-box:8000' is not a URL")
     result = run_cli("file", JFK, "--threads", "2", env={"LIVEWHISPER_ENGINE": url})
     assert result.returncode == 2 and "--threads places a local model" in result.stderr
 

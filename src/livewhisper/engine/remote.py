@@ -113,6 +113,11 @@ class RemoteEngine:
     ) -> None:
         import httpx
 
+        if not options.url.startswith(("http://", "https://")):
+            raise EngineError(
+                f"The engine {options.url!r} is not a URL: give it as http://host:port "
+                "(or https://)."
+            )
         self.options = options
         self.on_notice = on_notice
         self.losses: list[Lost] = []
@@ -133,7 +138,11 @@ class RemoteEngine:
         self._reason = ""
         self._refused: dict[tuple[str | None, str], ModelError] = {}
         self._verbose = True  # asking for verbose_json (segment times), until refused
-        self.models = self._list_models()
+        try:
+            self.models = self._list_models()
+        except BaseException:
+            self._client.close()
+            raise
         self.model = options.model or (self.models[0] if self.models else FALLBACK_MODEL)
 
     @property
