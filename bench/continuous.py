@@ -19,8 +19,13 @@ reports, side by side:
   partial or final, whose text shows it (`partials.word_times`), p50;
 * CPU cores the listen process used while the recording spoke.
 
+On the microphone path the device resamples and its timing jitters, so listen
+hears slightly different audio from the file: each microphone run also keeps what
+listen captured (``--save-audio``), and ``livewhisper file`` on that capture is the
+path's own reference ("captured file WER", "live/captured").
+
     python bench/continuous.py results/continuous.json [--set tune|heldout|all]
-        [--model tiny.en] [--no-mic] [--only-partials on|off|both]
+        [--model tiny.en] [--no-mic | --only-mic] [--only-partials on|off|both]
         [--listen-args='--context-words 0'] [--only austen_read] [--plot out.png]
 
 Needs: ``sox`` and ``flite`` to make the recordings, the benchmark corpus
@@ -88,6 +93,9 @@ class Live:
     finals: int
     partial_events: int
     events: list[tuple[float, dict[str, Any]]]  # (seconds since the audio started, event)
+    #: The microphone path only: word errors of `livewhisper file` on the audio listen
+    #: captured (``--save-audio``), the reference for what the device delivered.
+    captured_errors: int | None = None
 
 
 @dataclass
@@ -170,12 +178,20 @@ def summary(lives: list[Live], offline: dict[str, Offline]) -> dict[str, Any]:
     shown = [d for r in lives for d in r.shown if d is not None]
     words = sum(len(r.shown) for r in lives)
     seconds = [offline[r.recording].speech_seconds for r in lives]
+    captured = [r.captured_errors for r in lives]
+    captured_wer = (
+        sum(c for c in captured if c is not None) / ref_words
+        if ref_words and None not in captured
+        else math.nan
+    )
     return {
         "recordings": len(lives),
         "reference_words": ref_words,
         "live_wer": live_wer,
         "file_wer": file_wer,
         "ratio": live_wer / file_wer if file_wer else math.nan,
+        "captured_file_wer": captured_wer,
+        "captured_ratio": live_wer / captured_wer if captured_wer else math.nan,
         "sentences": len(delays),
         "missed": delays.count(None),
         "finals_p50": percentile(delays, 50),
@@ -191,9 +207,10 @@ def summary(lives: list[Live], offline: dict[str, Offline]) -> dict[str, Any]:
 def table(rows: list[tuple[str, str, str, str, dict[str, Any]]]) -> str:
     head = (
         "| recording | set | partials | path | live WER | file WER | live/file "
+        "| captured file WER | live/captured "
         "| finals p50 | finals p95 | missed | shown p50 | CPU cores |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 14]
     for name, set_, partials, path, s in rows:
         cells = [
             name,
@@ -203,6 +220,8 @@ def table(rows: list[tuple[str, str, str, str, dict[str, Any]]]) -> str:
             f"{s['live_wer']:.3f}",
             f"{s['file_wer']:.3f}",
             f"{s['ratio']:.2f}",
+            f"{s['captured_file_wer']:.3f}",
+            f"{s['captured_ratio']:.2f}",
             f"{s['finals_p50']:.2f}",
             f"{s['finals_p95']:.2f}",
             f"{s['missed']}/{s['sentences']}",
@@ -260,6 +279,9 @@ def main() -> None:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--no-mic", action="store_true", help="skip the virtual microphone")
     parser.add_argument(
+        "--only-mic", action="store_true", help="the virtual microphone alone (no --input runs)"
+    )
+    parser.add_argument(
         "--listen-args", default="", help="more options for listen, such as '--context-words 0'"
     )
     parser.add_argument("--only-partials", choices=("on", "off", "both"), default="both")
@@ -287,7 +309,7 @@ def main() -> None:
     if not chosen:
         raise SystemExit("no recording chosen")
     modes = ["on", "off"] if args.only_partials == "both" else [args.only_partials]
-    paths = ["input"] if args.no_mic else list(PATHS)
+    paths = ["input"] if args.no_mic else ["mic"] if args.only_mic else list(PATHS)
     if "mic" in paths and (why := missing()) is not None:
         raise SystemExit(f"no virtual microphone: missing {why}; use --no-mic")
     load_before = os.getloadavg()
@@ -317,11 +339,19 @@ def main() -> None:
                             env, play = None, None
                         else:
                             assert mic is not None
+                            captured = Path(tmp) / f"{rec.id}-{mode}.wav"
                             listen_args = [*common, *MODES[mode], "--device", "pulse"]
+                            listen_args += ["--save-audio", str(captured)]
                             env = mic.environ()
                             play = player(mic, wav)
                         heard = run_listen(rec.id, listen_args, rec.duration, env, play)
                         lives.append(measure(rec, offline[rec.id], mode, path, heard))
+            for live in lives:  # what the device delivered, transcribed as a file
+                if live.path == "mic":
+                    captured = Path(tmp) / f"{live.recording}-{live.partials}.wav"
+                    print(f"file {captured.name} (captured) ...", file=sys.stderr, flush=True)
+                    rec = next(r for r in chosen if r.id == live.recording)
+                    live.captured_errors = errors(rec.reference, offline_text(captured, args.model))
         finally:
             if mic is not None:
                 mic.stop()
