@@ -59,6 +59,10 @@ class TranscribeOptions:
     #: Words or phrases likely in the audio (names, terms), given to Whisper before
     #: its previous text (faster-whisper's ``hotwords``).
     hotwords: str | None = None
+    #: Long audio (a file) is decoded in windows cut at pauses, up to this many at a
+    #: time (`engine.lanes`); 1 decodes it window after window, as faster-whisper
+    #: does; 0 lets the engine choose from its device.
+    batch_size: int = 1
 
     def for_utterance(self) -> TranscribeOptions:
         """Settings for one live utterance that the segmenter already cut out of silence."""

@@ -16,6 +16,8 @@ from livewhisper.audio.pcm import SAMPLE_RATE, frame_energy, quietest
 from livewhisper.engine import models
 from livewhisper.engine.contract import FileInfo, TranscribeOptions, Transcription
 from livewhisper.engine.guards import is_hallucination, repeats_itself
+from livewhisper.engine.lanes import LaneDecoder, deal, segments_of
+from livewhisper.engine.lanes import plan as lanes_plan
 from livewhisper.errors import ModelError
 from livewhisper.transcript import Segment, Word
 
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 #: Seconds of silence after the audio in a fitted window (`TranscribeOptions.fit_window`):
 #: Whisper needs to see the speech end to stop cleanly.
 FIT_PAD = 10.0
+
+#: `Engine.auto_batch_size` on each kind of device.
+AUTO_BATCH_CPU = 4
+AUTO_BATCH_GPU = 16
 
 #: Punctuation joined to the word after / before it in word timings (faster-whisper's).
 PREPEND_PUNCTUATION = "\"'“¿([{-"
@@ -88,6 +94,13 @@ class Engine:
     def name(self) -> str:
         return self.location.name
 
+    def auto_batch_size(self) -> int:
+        """Windows decoded at a time when the user does not say: on a CPU a batch
+        costs about what its windows cost one by one, and the gain is in decoding
+        every window once (`engine.lanes`), so a few; a GPU runs a batch for little
+        more than one window."""
+        return AUTO_BATCH_GPU if self.device == "cuda" else AUTO_BATCH_CPU
+
     def check(self, options: TranscribeOptions) -> None:
         """Raise ModelError if this model cannot do what *options* ask."""
         from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -118,11 +131,15 @@ class Engine:
         parts = [p.strip() for p in (options.initial_prompt, context) if p and p.strip()]
         return " ".join(parts) or None
 
-    def _decode(self, audio: np.ndarray, options: TranscribeOptions) -> tuple[Iterable[Any], Any]:
+    def _decode(
+        self, audio: np.ndarray, options: TranscribeOptions, model: Any = None
+    ) -> tuple[Iterable[Any], Any]:
+        """faster-whisper's transcription of *audio*, on *model* (a WhisperModel; by
+        default this engine's own)."""
         language = options.language
         if language is None and not self.multilingual:
             language = "en"
-        return self._model.transcribe(  # type: ignore[no-any-return]
+        return (model or self._model).transcribe(  # type: ignore[no-any-return]
             audio,
             language=language,
             task=options.task,
@@ -317,10 +334,16 @@ class Engine:
             if options.condition_on_previous_text and previous_text:
                 prompt = f"{options.initial_prompt or ''} {previous_text}".strip()
                 opts = dataclasses.replace(options, initial_prompt=prompt[-800:])
-            segments, result = self.stream(audio, opts, offset=offset)
-            if info.language is None:
-                info.language = result.language
-                info.language_probability = result.language_probability
+            batch = options.batch_size or self.auto_batch_size()
+            if batch > 1:
+                segments, language = self._stream_lanes(audio, opts, options, offset, batch)
+                if info.language is None:
+                    info.language, info.language_probability = language
+            else:
+                segments, result = self.stream(audio, opts, offset=offset)
+                if info.language is None:
+                    info.language = result.language
+                    info.language_probability = result.language_probability
             texts = []
             for segment in segments:
                 texts.append(segment.text)
@@ -345,6 +368,41 @@ class Engine:
             audio = np.concatenate(pending)
             pending.clear()  # the blocks are copied: let them go before decoding
             yield from run(audio)
+
+    def _stream_lanes(
+        self,
+        audio: np.ndarray,
+        first: TranscribeOptions,
+        rest: TranscribeOptions,
+        offset: float,
+        lanes: int,
+    ) -> tuple[Iterator[Segment], tuple[str, float]]:
+        """Segments of *audio* decoded in up to *lanes* batched lanes
+        (`engine.lanes`), in time order: the first lane carries the text before
+        *audio* (*first*'s initial prompt), the others start from *rest*'s. Also
+        the language and its probability: given, or detected once on the speech at
+        the start, as faster-whisper decodes a whole file in one language."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        language, probability = rest.language, 1.0
+        if language is None and not self.multilingual:
+            language = "en"
+        if language is None:
+            language, probability, _ = self._model.detect_language(
+                audio, vad_filter=rest.vad_filter
+            )
+        tokenizer = Tokenizer(
+            self._model.hf_tokenizer, self.multilingual, task=rest.task, language=language
+        )
+        windows = lanes_plan(audio, rest.vad_filter, quietest_cut)
+        runs = deal(windows, lanes)
+        prompt = first.initial_prompt
+        previous = tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
+        decoder = LaneDecoder(self._model, tokenizer, dataclasses.replace(rest, language=language))
+        segments = (
+            s for w in decoder.run(windows, runs, previous) for s in segments_of(w, rest, offset)
+        )
+        return segments, (language, probability)
 
 
 def quietest_cut(audio: np.ndarray, search_from: int, hop: int = SAMPLE_RATE // 50) -> int:
