@@ -136,7 +136,7 @@ def plan(
 
 def deal(windows: list[Window], lanes: int) -> list[list[int]]:
     """Window indexes in up to *lanes* runs of consecutive windows of about equal
-    speech, none shorter than `LANE_MIN` (unless there is only one)."""
+    speech, each of about `LANE_MIN` or more (a lane ends at a whole window)."""
     total = sum(w.seconds for w in windows)
     lanes = max(1, min(lanes, int(total // LANE_MIN), len(windows)))
     runs: list[list[int]] = [[] for _ in range(lanes)]
