@@ -255,7 +255,9 @@ def listen_command(
                 return
             outputs.server = server.local_emitter()
         assert source is not None
-        session = Session(source, scheduler, options, recorder=recorder)
+        session = Session(
+            source, scheduler, options, recorder=recorder, on_notice=notice_printer(console)
+        )
         label = engine.name if engine_url is None else f"{engine.name} at {engine_url}"
         result = _run(session, outputs, console, label, fmt, wants, quiet=quiet, notices=notices)
     if not quiet:
