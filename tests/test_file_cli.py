@@ -227,7 +227,7 @@ def test_full_disk_is_an_error_naming_the_output() -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "livewhisper: error: Disk full writing /dev/full: free space or write it elsewhere; "
-        "nothing was written."
+        "nothing was kept."
     )
 
 

@@ -148,9 +148,10 @@ def transcribe_file(
         if failure is not None and not written:
             for o in opened:
                 o.kept = False  # no empty transcript is left under the final name
+        kept = any(o.kept and o.target.path is not None for o in opened)
     if failure is not None:
-        kept = f"the transcript goes to {written:.1f} s" if written else "nothing was written"
-        raise OutputError(f"{str(failure).rstrip('.')}; {kept}.")
+        held = f"the transcript goes to {written:.1f} s" if kept else "nothing was kept"
+        raise OutputError(f"{str(failure).rstrip('.')}; {held}.")
     if advanced is not None:
         advanced(info.duration, info.duration)
     if interrupted:

@@ -118,6 +118,7 @@ class Session:
         self.finish_timeout = finish_timeout
         self.stop = threading.Event()
         self.stream = Streams(scheduler, options).open(self._emit)
+        self.stream.on_notice = on_notice  # the utterances the engine failed on
 
     def _emit(self, event: TextEvent) -> None:
         error: LivewhisperError | None = None
