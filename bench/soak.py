@@ -424,11 +424,11 @@ def report(soak: Soak) -> str:
         f"{soak.kind}: {streams}, {soak.minutes:g} min of audio each at speed {soak.speed:g}, "
         f"{soak.model}; {soak.wall_seconds / 60:.1f} min wall; {os.cpu_count()} CPUs, "
         f"load average {soak.load_before[0]:.2f} before, {soak.load_after[0]:.2f} after",
-        f"RSS after {soak.warmup:g} min warm-up {f['rss_warm_mb']:.1f} MB, at the end "
+        f"RSS after {soak.warmup:.3g} min warm-up {f['rss_warm_mb']:.1f} MB, at the end "
         f"{f['rss_end_mb']:.1f} MB: growth {f['rss_growth_mb']:+.1f} MB "
         f"(peak {f['rss_peak_mb']:.1f}) [{mark[bars['rss']]}: at most {RSS_GROWTH_MB:g}]",
         f"finals latency p50 {f['p50']:.2f} s, p95 {f['p95']:.2f} s; p95 first "
-        f"{soak.window:g} min {f['p95_first']:.2f} s, last {f['p95_last']:.2f} s: ratio "
+        f"{soak.window:.3g} min {f['p95_first']:.2f} s, last {f['p95_last']:.2f} s: ratio "
         f"{f['ratio']:.2f} [{mark[bars['latency']]}: at most {LATENCY_RATIO:g}]",
         f"clips {f['clips']}, reached by a final {f['clips'] - f['missed']}, missed "
         f"{f['missed']} [{mark[bars['every_clip']]}]; WER {100 * soak.wer:.1f} %",
@@ -464,7 +464,7 @@ def plot(soak: Soak, path: Path) -> None:
         color="grey",
         linestyle="--",
         linewidth=1,
-        label=f"{LATENCY_RATIO:g} x p95 of the first {soak.window:g} min",
+        label=f"{LATENCY_RATIO:g} x p95 of the first {soak.window:.3g} min",
     )
     missed = [t for t, d in soak.delays if d is None]
     if missed:
