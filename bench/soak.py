@@ -136,13 +136,15 @@ def program(clips: list[Clip], minutes: float, seed: int, audio: Audio) -> Progr
 
 
 class RssSampler(threading.Thread):
-    """The RSS of a process every *every* seconds: (monotonic time, MB)."""
+    """The RSS of a process every *every* seconds: (monotonic time, MB); and the
+    machine's load average (1 min) at the same times, as others share the machine."""
 
     def __init__(self, pid: int, every: float) -> None:
         super().__init__(daemon=True)
         self.proc = psutil.Process(pid)
         self.every = every
         self.samples: list[tuple[float, float]] = []
+        self.load: list[tuple[float, float]] = []
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -151,7 +153,9 @@ class RssSampler(threading.Thread):
                 rss = self.proc.memory_info().rss
             except psutil.Error:
                 return
-            self.samples.append((time.monotonic(), rss / 2**20))
+            now = time.monotonic()
+            self.samples.append((now, rss / 2**20))
+            self.load.append((now, os.getloadavg()[0]))
             if self.done.wait(self.every):
                 return
 
@@ -174,6 +178,7 @@ class Soak:
     load_after: tuple[float, float, float]
     wall_seconds: float
     notes: list[str] = field(default_factory=list)
+    load: list[tuple[float, float]] = field(default_factory=list)  # (minutes, 1-min load)
 
     @property
     def warmup(self) -> float:
@@ -289,6 +294,7 @@ def run_session(args: argparse.Namespace, clips: list[Clip]) -> Soak:
         streams=1,
         model=args.model,
         rss=[((t - t0) * s / 60, mb) for t, mb in sampler.samples],
+        load=[((t - t0) * s / 60, x) for t, x in sampler.load],
         delays=[(end / 60, d) for end, d in zip(prog.ends, delays, strict=True)],
         wer=word_error_rate(prog.reference, text),
         drain_seconds=max(0.0, last_text - audio_end),
@@ -401,6 +407,7 @@ def run_server(args: argparse.Namespace, clips: list[Clip]) -> Soak:
         streams=args.clients,
         model=args.model,
         rss=[((t - t0) / 60, mb) for t, mb in sampler.samples],
+        load=[((t - t0) / 60, x) for t, x in sampler.load],
         delays=sorted(d for r in results for d in r.delays),
         wer=float(np.average([r.wer for r in results], weights=words)),
         drain_seconds=max(r.drain for r in results),
@@ -466,6 +473,18 @@ def plot(soak: Soak, path: Path) -> None:
         linewidth=1,
         label=f"{LATENCY_RATIO:g} x p95 of the first {soak.window:.3g} min",
     )
+    if soak.load:
+        other = bottom.twinx()
+        other.plot(
+            [t for t, _ in soak.load],
+            [x for _, x in soak.load],
+            "-",
+            color="tab:green",
+            linewidth=0.8,
+            alpha=0.6,
+        )
+        other.set_ylabel("machine load average (1 min)", color="tab:green")
+        other.set_ylim(bottom=0)
     missed = [t for t, d in soak.delays if d is None]
     if missed:
         bottom.plot(missed, [0] * len(missed), "x", color="black", label="missed")
