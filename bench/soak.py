@@ -81,7 +81,8 @@ class Clip:
 
 
 def english_clips(shared: Path, corpus: Path) -> list[Clip]:
-    """Single English utterances of 0.5 to 20 s: the shared data, then the corpus."""
+    """English recordings of one speaker: every one of the shared data (0.5 to 72 s,
+    most a few seconds), then the corpus's single prompts of 0.5 to 20 s."""
     clips = []
     for folder in SHARED_ENGLISH:
         tsv = shared / folder / "transcripts.tsv"
@@ -179,6 +180,8 @@ class Soak:
     wall_seconds: float
     notes: list[str] = field(default_factory=list)
     load: list[tuple[float, float]] = field(default_factory=list)  # (minutes, 1-min load)
+    #: Every final: its stream, arrival (minutes of audio), start and end (s) and text.
+    finals: list[tuple[int, float, float, float, str]] = field(default_factory=list)
 
     @property
     def warmup(self) -> float:
@@ -295,6 +298,7 @@ def run_session(args: argparse.Namespace, clips: list[Clip]) -> Soak:
         model=args.model,
         rss=[((t - t0) * s / 60, mb) for t, mb in sampler.samples],
         load=[((t - t0) * s / 60, x) for t, x in sampler.load],
+        finals=[(0, (t - t0) * s / 60, e["start"], e["end"], e["text"]) for t, e in finals],
         delays=[(end / 60, d) for end, d in zip(prog.ends, delays, strict=True)],
         wer=word_error_rate(prog.reference, text),
         drain_seconds=max(0.0, last_text - audio_end),
@@ -318,6 +322,7 @@ def free_port() -> int:
 @dataclass
 class ClientSoak:
     delays: list[tuple[float, float | None]]  # per clip: (speech end in minutes, latency)
+    finals: list[tuple[float, float, float, str]]  # (arrival in minutes, start, end, text)
     wer: float
     drain: float  # seconds from the end of its audio to its `stopped`
     busy: int
@@ -351,6 +356,7 @@ async def soak_client(url: str, prog: Program, start_delay: float) -> ClientSoak
             (end / 60, d if d is None else float(d))
             for end, d in zip(prog.ends, delays, strict=True)
         ],
+        finals=[(t / 60, e["start"], e["end"], e["text"]) for t, e in finals],
         wer=word_error_rate(prog.reference, text),
         drain=drain,
         busy=result.busy_messages,
@@ -408,6 +414,7 @@ def run_server(args: argparse.Namespace, clips: list[Clip]) -> Soak:
         model=args.model,
         rss=[((t - t0) / 60, mb) for t, mb in sampler.samples],
         load=[((t - t0) / 60, x) for t, x in sampler.load],
+        finals=[(k, *f) for k, r in enumerate(results) for f in r.finals],
         delays=sorted(d for r in results for d in r.delays),
         wer=float(np.average([r.wer for r in results], weights=words)),
         drain_seconds=max(r.drain for r in results),
