@@ -35,6 +35,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,11 @@ async def stream(
     result: ClientResult,
     texts: list[tuple[int, str]],
     connect: Any,
+    on_final: Callable[[dict[str, Any], float, float], None] | None = None,
 ) -> None:
+    """Stream *pcm* as the page does and collect the finals' latencies and text;
+    *on_final* (if given) gets each final with the seconds of audio where its speech
+    ended and its latency."""
     loop = asyncio.get_running_loop()
     async with connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "start", "language": "en", "partials": False}))
@@ -228,6 +233,8 @@ async def stream(
                 spoken_end = (first + voiced[-1] + 1) * 0.03 if len(voiced) else message["end"]
                 result.latencies.append(now - (t0 + spoken_end / speed))
                 texts.append((message["id"], message["text"]))
+                if on_final is not None:
+                    on_final(message, spoken_end, result.latencies[-1])
             elif message["type"] == "status" and message["state"] == "busy":
                 result.busy_messages += 1
             return bool(message["type"] == "stopped")

@@ -226,7 +226,8 @@ def test_full_disk_is_an_error_naming_the_output() -> None:
     result = run_cli("file", JFK, "-o", "/dev/full")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "livewhisper: error: Cannot write /dev/full: No space left on device."
+        "livewhisper: error: Disk full writing /dev/full: free space or write it elsewhere; "
+        "nothing was kept."
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -30,6 +31,10 @@ class OutputError(LivewhisperError):
 
 
 def cannot_write(what: str | os.PathLike[str], exc: OSError) -> OutputError:
-    """The error for an output that failed to write: ``Cannot write out.srt: No space
-    left on device.`` Raise it ``from exc``."""
+    """The error for an output that failed to write: ``Cannot write out.srt:
+    Permission denied.``, or for a full disk ``Disk full writing out.srt: free space
+    or write it elsewhere.`` Raise it ``from exc``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = os.fspath(what)
+        return OutputError(f"Disk full writing {where}: free space or write it elsewhere.")
     return OutputError(f"Cannot write {os.fspath(what)}: {exc.strerror or exc}.")

@@ -8,11 +8,14 @@ and is written when the writer ends.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from livewhisper.errors import OutputError, cannot_write
 from livewhisper.transcript import Segment
@@ -73,7 +76,57 @@ class Writer:
             raise cannot_write(_name(self.out), exc) from exc
 
 
+class WholeWrites(io.TextIOBase):
+    """A transcript file written without a buffer, each write (a segment) whole or
+    not at all: a write that fails part way, as on a full disk, is cut off again, so
+    the file always ends where a segment ends and stays a valid transcript."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self._name = name
+        try:
+            self.size = os.lseek(fd, 0, os.SEEK_END)
+        except OSError:  # a pipe or a device: nothing to cut back to
+            self.size = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8")
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, data[done:])
+        except OSError:
+            if done:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, self.size)
+                    os.lseek(self.fd, self.size, os.SEEK_SET)
+            raise
+        self.size += done
+        return len(text)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            os.close(self.fd)
+
+
+def whole_writes(path: str | os.PathLike[str], *, append: bool = False) -> TextIO:
+    """*path* opened as `WholeWrites` (created if need be; with *append*, continued)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o666)
+    return cast(TextIO, WholeWrites(fd, os.fspath(path)))
+
+
 def _name(out: TextIO) -> str:
+    if out is sys.stdout:
+        return "standard output"
     return str(getattr(out, "name", "output"))
 
 
@@ -208,7 +261,7 @@ class AppendingTranscript:
         self.fmt = fmt or format_for_path(path, ("txt", "srt", "vtt", "jsonl", "tsv"))
         try:
             existing = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self._file = whole_writes(self.path, append=True)
         except OSError as exc:
             raise cannot_write(self.path, exc) from exc
         self.writer: Writer

@@ -255,19 +255,24 @@ def listen_command(
                 return
             outputs.server = server.local_emitter()
         assert source is not None
-        session = Session(source, scheduler, options, recorder=recorder)
+        session = Session(
+            source, scheduler, options, recorder=recorder, on_notice=notice_printer(console)
+        )
         label = engine.name if engine_url is None else f"{engine.name} at {engine_url}"
         result = _run(session, outputs, console, label, fmt, wants, quiet=quiet, notices=notices)
     if not quiet:
         console.print(str(result.summary), highlight=False, markup=False)
+    # What the engine failed on, or a remote one did not answer for in time.
+    gaps = sorted([*engine_losses(engine), *session.stream.losses], key=lambda g: g.start)
     if result.error is not None:
         if isinstance(result.error.__cause__, BrokenPipeError):
             _quiet_stdout()
             sys.exit(0)
+        if gaps:
+            fail(lost_summary(gaps))
         fail(str(result.error))
         sys.exit(1)
-    gaps = engine_losses(engine)
-    if gaps:  # the engine stopped answering for longer than utterances wait
+    if gaps:
         fail(lost_summary(gaps))
         sys.exit(1)
 

@@ -15,12 +15,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO, TextIO, cast
 
 from livewhisper.audio.files import open_audio
 from livewhisper.engine.contract import FileInfo, TranscribeOptions, Transcriber
-from livewhisper.errors import LivewhisperError, cannot_write
-from livewhisper.writers import make_writer
+from livewhisper.errors import LivewhisperError, OutputError, cannot_write
+from livewhisper.writers import WholeWrites, make_writer, whole_writes
 
 
 @dataclass(frozen=True)
@@ -37,20 +37,33 @@ class Target:
 Progress = Callable[[str, float | None], Callable[[float, float | None], None]]
 
 
+@dataclass
+class Opened:
+    """A target opened for writing: *out* is where its writer writes."""
+
+    target: Target
+    out: TextIO
+    tmp: Path | None = None  # the temporary file renamed into place at the end
+    kept: bool = True  # False: dropped at the end (it could not be written whole)
+
+
 @contextlib.contextmanager
-def open_targets(targets: list[Target]) -> Iterator[list[tuple[Target, TextIO]]]:
+def open_targets(targets: list[Target]) -> Iterator[list[Opened]]:
     """Open each target: stdout as it is, files as temporary files renamed into place at
-    the end, so a failed run never leaves half a transcript under the final name."""
-    opened: list[tuple[Target, TextIO, Path | None]] = []
+    the end, so a failed run never leaves half a transcript under the final name (one
+    that is not `Opened.kept` is removed). Files are written a segment at a time, each
+    whole or not at all (`writers.WholeWrites`), so one that filled the disk holds the
+    segments before it and is still a valid transcript."""
+    opened: list[Opened] = []
     try:
         for t in targets:
             if t.path is None:
-                opened.append((t, sys.stdout, None))
+                opened.append(Opened(t, sys.stdout))
                 continue
             if t.path.exists() and not t.path.is_file():
                 # A device or a pipe (/dev/stdout, a FIFO): written to as it is.
                 try:
-                    opened.append((t, open(t.path, "w", encoding="utf-8"), None))  # noqa: SIM115
+                    opened.append(Opened(t, whole_writes(t.path)))
                 except OSError as exc:
                     raise cannot_write(t.path, exc) from exc
                 continue
@@ -58,22 +71,23 @@ def open_targets(targets: list[Target]) -> Iterator[list[tuple[Target, TextIO]]]
                 fd, tmp_name = tempfile.mkstemp(prefix=f".{t.path.name}.", dir=t.path.parent)
             except OSError as exc:
                 raise cannot_write(t.path, exc) from exc
-            opened.append((t, open(fd, "w", encoding="utf-8"), Path(tmp_name)))  # noqa: SIM115
-        yield [(t, f) for t, f, _ in opened]
-        for t, f, tmp in opened:
-            if tmp is not None and t.path is not None:
+            out = cast(TextIO, WholeWrites(fd, str(t.path)))
+            opened.append(Opened(t, out, Path(tmp_name)))
+        yield opened
+        for o in opened:
+            if o.tmp is not None and o.target.path is not None and o.kept:
                 try:
-                    f.close()
-                    os.replace(tmp, t.path)
+                    o.out.close()
+                    os.replace(o.tmp, o.target.path)
                 except OSError as exc:
-                    raise cannot_write(t.path, exc) from exc
+                    raise cannot_write(o.target.path, exc) from exc
     finally:
-        for t, f, tmp in opened:
-            if t.path is not None:
+        for o in opened:
+            if o.target.path is not None:
                 with contextlib.suppress(OSError):
-                    f.close()
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+                    o.out.close()
+            if o.tmp is not None:
+                o.tmp.unlink(missing_ok=True)
 
 
 def transcribe_file(
@@ -92,33 +106,52 @@ def transcribe_file(
     Ctrl-C keeps what is done: the outputs are ended and renamed into place, then
     `KeyboardInterrupt` says how far the transcript goes. An input that fails part
     way (a truncated file) gives its transcript so far, then a `LivewhisperError`.
+    So does an output that cannot be written (a full disk): the decode stops there,
+    each output keeps the segments written to it whole (a ``json`` document, written
+    at the end, is then not kept), and the `OutputError` says how far they go.
     """
     audio = open_audio(source)
     info = FileInfo()
     advanced = progress(audio.name, audio.declared_duration) if progress is not None else None
     interrupted = False
+    failure: OutputError | None = None
+    written = 0.0  # the end of the last segment every output took
     with open_targets(targets) as opened:
-        writers = [make_writer(t.fmt, f) for t, f in opened]
+        writers = [make_writer(o.target.fmt, o.out) for o in opened]
         extra = {"file": audio.name} if label else None
-        for w in writers:
-            w.begin()
         try:
+            for w in writers:
+                w.begin()
             for segment in engine.transcribe_blocks(audio.blocks(), options, info=info):
                 for w in writers:
                     w.write(segment, extra)
+                written = segment.end
                 if advanced is not None:
                     advanced(segment.end, None)
         except KeyboardInterrupt:
             # Keep what is done: the writers end and the files are renamed into place.
             interrupted = True
+        except OutputError as exc:
+            failure = exc  # what each output holds is whole: keep it, stop decoding
         meta = {
             "file": audio.name,
             "model": engine.name,
             "language": info.language,
             "duration": round(info.duration, 3),
         }
-        for w in writers:
-            w.end(meta)
+        for o, w in zip(opened, writers, strict=True):
+            try:
+                w.end(meta)
+            except OutputError as exc:
+                failure = failure or exc
+                o.kept = False
+        if failure is not None and not written:
+            for o in opened:
+                o.kept = False  # no empty transcript is left under the final name
+        kept = any(o.kept and o.target.path is not None for o in opened)
+    if failure is not None:
+        held = f"the transcript goes to {written:.1f} s" if kept else "nothing was kept"
+        raise OutputError(f"{str(failure).rstrip('.')}; {held}.")
     if advanced is not None:
         advanced(info.duration, info.duration)
     if interrupted:

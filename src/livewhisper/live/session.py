@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from livewhisper.audio.sources import Source
 from livewhisper.engine.scheduler import Scheduler
-from livewhisper.errors import LivewhisperError
+from livewhisper.errors import LivewhisperError, OutputError
 from livewhisper.live.contract import Emit, StreamStatus
 from livewhisper.live.recorder import AudioRecorder
 from livewhisper.live.stream import StreamOptions
 from livewhisper.live.streams import Streams
 from livewhisper.transcript import TextEvent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ def partials_for(asked: bool | None, fmt: str, *, view: bool) -> Partials:
 class Outputs:
     """A session's outputs. Every event goes to each in this order (standard output
     first, so a pipe sees a line before anything else is done with it), and each
-    gets it even if one before it fails."""
+    gets it even if one before it fails. One that fails (a full disk) is dropped and
+    the session goes on with the others (`Session`)."""
 
     stdout: Emit | None = None
     transcript: Emit | None = None  # the -o file
@@ -84,6 +91,11 @@ class Session:
 
     Setting `stop` (the command line does on Ctrl-C) ends the session normally: the
     open utterance is transcribed and written before `run` returns.
+
+    A sink or the recorder that fails to write (a full disk: what it holds stays
+    valid) is dropped, *on_notice* is told in a line, and the session goes on with
+    the others; the first such error is the result's `error`. The session ends when
+    the last sink fails, or when standard output's reader has gone (a broken pipe).
     """
 
     def __init__(
@@ -95,24 +107,42 @@ class Session:
         *,
         recorder: AudioRecorder | None = None,
         finish_timeout: float | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self.source = source
+        self.on_notice = on_notice
+        self.dropped: list[OutputError] = []  # outputs that failed; the session went on
         self.scheduler = scheduler
         self.sinks = list(sinks or [])
         self.recorder = recorder
         self.finish_timeout = finish_timeout
         self.stop = threading.Event()
         self.stream = Streams(scheduler, options).open(self._emit)
+        self.stream.on_notice = on_notice  # the utterances the engine failed on
 
     def _emit(self, event: TextEvent) -> None:
         error: LivewhisperError | None = None
-        for sink in self.sinks:  # every sink gets the line, even if one fails
+        for sink in list(self.sinks):  # every sink gets the line, even if one fails
             try:
                 sink(event)
             except LivewhisperError as exc:
-                error = error or exc
+                if len(self.sinks) == 1 or isinstance(exc.__cause__, BrokenPipeError):
+                    error = error or exc  # nothing would take the text: the session ends
+                    continue
+                self.sinks.remove(sink)
+                self._drop(exc, f"the text from {event.start:.1f} s on is not in it")
         if error is not None:
             raise error
+
+    def _drop(self, exc: LivewhisperError, holds: str) -> None:
+        """An output that failed is left out from now on; say so, once."""
+        message = f"{str(exc).rstrip('.')}; {holds}"
+        self.dropped.append(OutputError(message + "."))
+        line = message + ", and the session goes on without it."
+        if self.on_notice is not None:
+            self.on_notice(line)
+        else:
+            log.warning("%s", line)
 
     def status(self) -> StreamStatus:
         return replace(self.stream.status(), overflows=self.source.overflows)
@@ -123,7 +153,7 @@ class Session:
             for block in self.source.blocks(self.stop):
                 self.stream.feed(block)
                 if self.recorder is not None:
-                    self.recorder.write(block)
+                    self._record(block)
                 if self.stream.error is not None:
                     break
         except LivewhisperError as exc:
@@ -138,7 +168,17 @@ class Session:
             error = error or stream_error
         elif stream_error is not None:
             raise stream_error
+        if self.dropped:
+            error = error or self.dropped[0]
         summary = Summary(
             self.stream.segmenter.time, self.stream.utterances, tuple(self.stream.latencies)
         )
         return SessionResult(summary, error, self.stop.is_set())
+
+    def _record(self, block: np.ndarray) -> None:
+        assert self.recorder is not None
+        try:
+            self.recorder.write(block)
+        except OutputError as exc:
+            self._drop(exc, f"it holds the first {self.recorder.seconds:.1f} s of audio")
+            self.recorder = None

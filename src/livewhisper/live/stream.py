@@ -15,14 +15,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from livewhisper.audio.pcm import SAMPLE_RATE, SILENCE_DB, level_db
 from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.scheduler import Job, JobResult, Scheduler
-from livewhisper.errors import LivewhisperError
+from livewhisper.errors import EngineError, LivewhisperError
 from livewhisper.live.agreement import Agreement, HypWord
 from livewhisper.live.context import Context, ContextOptions
 from livewhisper.live.contract import Emit, State, StreamStatus
@@ -40,6 +40,9 @@ from livewhisper.live.segmenter import (
     webrtc_detector,
 )
 from livewhisper.transcript import TextEvent
+
+if TYPE_CHECKING:
+    from livewhisper.engine.remote import Lost
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,21 @@ class _Speculation:
         return self.job.offset + self.samples / SAMPLE_RATE
 
 
+#: Finals in a row the engine may fail on before the stream gives up on it.
+MAX_FAILURES = 3
+
+
+def _reason(exc: BaseException | None) -> str:
+    """An engine's failure in a few words: ``the engine failed (RuntimeError: ...)``."""
+    if isinstance(exc, LivewhisperError):
+        text = str(exc).rstrip(".")
+        return text[:1].lower() + text[1:]
+    if exc is None:
+        return "the engine gave no result"
+    detail = (str(exc).strip().splitlines() or [""])[0][:120]
+    return f"the engine failed ({type(exc).__name__}{': ' + detail if detail else ''})"
+
+
 class LiveStream:
     """Frames the audio, runs the segmenter, and sends closed utterances to the
     scheduler as final jobs and, with partials on, the open utterance as partial
@@ -143,6 +161,7 @@ class LiveStream:
         detector: Detector | None = None,
         source: str | None = None,
         ids: Iterator[int] | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.options = options or StreamOptions()
@@ -155,6 +174,9 @@ class LiveStream:
         self._latencies: list[float] = []
         self._runs: deque[float] = deque(maxlen=5)  # seconds the last finals took to decode
         self._error: BaseException | None = None
+        self._losses: list[Lost] = []  # finals the engine failed on
+        self._failures = 0  # ... in a row
+        self.on_notice = on_notice
         self._rest = np.zeros(0, np.float32)
         self._fed = 0  # samples fed so far
         self._levels: deque[float] = deque(maxlen=10)
@@ -204,6 +226,12 @@ class LiveStream:
         what to do about it."""
         with self._lock:
             return self._error
+
+    @property
+    def losses(self) -> list[Lost]:
+        """The utterances the engine failed on, by their stream seconds."""
+        with self._lock:
+            return list(self._losses)
 
     def _fail(self, exc: BaseException | None) -> None:
         """Keep *exc* as the stream's error unless it already has one (lock held)."""
@@ -343,11 +371,10 @@ class LiveStream:
             on_done=on_done or self._done,
             prepare=self._with_context,
         )
-        if known is not None:
+        if known is not None and known.error is None:
             job.result = known.transcription
             job.submitted = known.job.submitted
-            if known.error is not None:
-                self._fail(known.error)  # (the caller holds the lock when *known*)
+        # A speculation the engine failed on is decoded again, as the final.
         return job
 
     def _with_context(self, job: Job) -> TranscribeOptions:
@@ -454,7 +481,8 @@ class LiveStream:
                 self.options.partial_interval, result.ran / self.options.partial_share
             )
             if result.error is not None or result.transcription is None:
-                self._fail(result.error)
+                # Best effort: the final of the utterance will say if the engine fails.
+                log.info("a partial pass failed: %r", result.error)
                 return
             event = self._hypothesis(result, result.transcription)
         self._send(event)
@@ -601,9 +629,10 @@ class LiveStream:
             if result.ran:
                 self._runs.append(result.ran)
         if result.error is not None or result.transcription is None:
-            with self._lock:
-                self._fail(result.error)
+            self._lose(job, result.error)
             return
+        with self._lock:
+            self._failures = 0
         # The final is the decode of the whole utterance with its context, whatever
         # the partial passes settled on: they saw less audio, so they are right less
         # often, and what they got wrong must not stay.
@@ -627,6 +656,30 @@ class LiveStream:
             self._utterances += 1
             self._latencies.append(max(0.0, time.monotonic() - said))
         self._send(event)
+
+    def _lose(self, job: Job, exc: BaseException | None) -> None:
+        """The engine failed on a final: its span is lost, said in a line (*on_notice*
+        or the log), and the stream goes on with the next utterance. An engine that
+        fails `MAX_FAILURES` finals in a row is broken: that ends the stream."""
+        from livewhisper.engine.remote import Lost  # the remote engine's record of a loss
+
+        reason = _reason(exc)
+        lost = Lost(job.offset, self._real_end(job), reason)
+        with self._lock:
+            self._losses.append(lost)
+            self._failures += 1
+            if self._failures >= MAX_FAILURES:
+                self._fail(
+                    EngineError(
+                        f"The engine failed on {self._failures} utterances in a row "
+                        f"({reason}); see 'livewhisper check', or choose another --model."
+                    )
+                )
+        line = f"Not transcribed: {lost.span()}: {reason}."
+        if self.on_notice is not None:
+            self.on_notice(line)
+        else:
+            log.warning("%s", line)
 
     def _when_fed(self, at: float) -> float:
         """When stream time *at* was heard, by the wall clock (lock held): the block
