@@ -664,6 +664,17 @@ def test_a_slow_websocket_upgrade_and_a_silent_connection_are_cut_off_too(
     silent.close()
 
 
+def test_headers_still_incomplete_past_16_kib_are_400(server: ServerThread) -> None:
+    """What a slow client's unfinished headers may hold of the server's memory."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000)
+        data = sock.recv(65536)
+    finally:
+        sock.close()
+    assert data.startswith(b"HTTP/1.1 400"), data[:200]
+
+
 def test_a_slow_upload_body_is_408(server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
     """An upload whose body stops arriving frees its slot: 408."""
     from livewhisper.serve import openai_audio
