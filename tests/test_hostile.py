@@ -58,9 +58,10 @@ WS_PATHS = {
     "/v1/realtime?intent=transcription": {1000, 1002, 1009},
 }
 SETTINGS = settings(
-    max_examples=25,
+    max_examples=20,
     deadline=None,
     derandomize=True,  # the same examples on every run: a failure is repeatable
+    database=None,  # and nothing written into the working tree
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
@@ -270,7 +271,7 @@ async def fuzz(port: int, path: str, sent: list[str | bytes]) -> tuple[int | Non
             for message in sent:
                 await ws.send(message)
             while True:
-                received.append(await asyncio.wait_for(ws.recv(), 0.3))
+                received.append(await asyncio.wait_for(ws.recv(), 0.2))
     return ws.close_code, received
 
 
@@ -687,7 +688,9 @@ def test_a_slow_upload_body_is_408(server: ServerThread, monkeypatch: pytest.Mon
             b"Content-Type: multipart/form-data; boundary=xYz\r\n"
             b"Content-Length: 5000\r\n\r\n--xYz\r\n"
         )
-        data = sock.recv(65536)
+        data = b""
+        while b"stopped arriving" not in data and (chunk := sock.recv(65536)):
+            data += chunk
     finally:
         sock.close()
     assert data.startswith(b"HTTP/1.1 408"), data[:200]
