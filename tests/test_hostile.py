@@ -642,6 +642,8 @@ def test_a_slowloris_request_does_not_hold_its_connection(server: ServerThread) 
         elapsed = time.monotonic() - started
         assert elapsed < HEADER_TIMEOUT + 3, elapsed
         assert answer.startswith(b"HTTP/1.1 408"), answer
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert f"content-length: {len(body)}".encode() in head, answer
     finally:
         sock.close()
 

@@ -171,9 +171,10 @@ class _Uvicorn(uvicorn.Server):
 #: Seconds a WebSocket connection may stay open once its handler has ended (its
 #: closing handshake, the last data to flush) before it is dropped.
 LINGER_SECONDS = 15.0
+_TOO_SLOW = b"The request's headers came too slowly; send them at once.\n"
 _TIMED_OUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 34\r\nconnection: close\r\n\r\nThe request's headers came too slowly.\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_SLOW), _TOO_SLOW)
 )
 
 
