@@ -23,9 +23,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from livewhisper.live.contract import Emit
@@ -33,6 +36,7 @@ from livewhisper.serve.admission import Admission, with_token
 from livewhisper.serve.close import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN, ProtocolError
 from livewhisper.serve.connection import AudioConnection
 from livewhisper.serve.hub import Hub
+from livewhisper.serve.openai_errors import OpenAIError
 from livewhisper.serve.options import AUDIO_PATH, CAPTIONS_PATH, WHISPER_PATHS, ServerOptions
 from livewhisper.serve.static import Static, http_response
 from livewhisper.serve.streams import StreamBacklog, StreamFactory, no_backlog
@@ -88,7 +92,7 @@ class LiveState:
             await websocket.send_denial_response(refused)
             return
         await websocket.accept()
-        transport = WebSocketTransport(websocket)
+        transport = WebSocketTransport(websocket, self.options.send_timeout)
         await self.run_audio(
             protocol(transport, self.options, self.hub, self.make_stream, self.backlog)
         )
@@ -118,7 +122,8 @@ class LiveState:
         await websocket.accept()
         wanted = websocket.query_params.get("session") or "auto"
         with _running(self._watching):
-            await serve_viewer(WebSocketTransport(websocket), self.hub, wanted, self.stopping)
+            transport = WebSocketTransport(websocket, self.options.send_timeout)
+            await serve_viewer(transport, self.hub, wanted, self.stopping)
 
     def local_emitter(self) -> Emit:
         """A callback that publishes the local stream's events as session ``local``.
@@ -199,6 +204,71 @@ async def _no_socket(websocket: WebSocket) -> None:
     await websocket.send_denial_response(http_response(404, b"Not found.\n"))
 
 
+class _Origins:
+    """Requests that a page of another site makes through its visitor's browser.
+
+    WebSocket upgrades are `Admission`'s (403). An HTTP request whose ``Origin`` is
+    neither the page's own nor allowed is answered 403 before any work, unless it
+    fetches one of the page's public files; its answer allows no cross-origin
+    reading. A page of an allowed origin (``allow_origins``) gets CORS: its
+    preflight is answered 204, and every answer names it in
+    ``Access-Control-Allow-Origin``, so its scripts can use the HTTP API.
+    """
+
+    def __init__(self, app: ASGIApp, state: LiveState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        conn = HTTPConnection(scope)
+        origin = conn.headers.get("Origin")
+        if scope["type"] != "http" or origin is None:
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
+        method = scope["method"]
+        if not self.state.admission.origin_allowed(origin, conn):
+            if method in ("GET", "HEAD") and self.state.static.has(path):
+                await self.app(scope, receive, send)
+                return
+            await _foreign(path)(scope, receive, send)
+            return
+        allowed = self.state.options.allow_origins
+        if origin not in allowed and "*" not in allowed:  # the page's own: no CORS
+            await self.app(scope, receive, send)
+            return
+        cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        if method == "OPTIONS" and "Access-Control-Request-Method" in conn.headers:
+            preflight = {
+                "Access-Control-Allow-Methods": "GET, POST",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+            }
+            await Response(status_code=204, headers={**cors, **preflight})(scope, receive, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in cors.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+def _foreign(path: str) -> Response:
+    """The 403 of a request from another site's page: in OpenAI's shape on ``/v1/``."""
+    if path.startswith("/v1/"):
+        return OpenAIError(
+            "This origin may not use this server: a page of another site cannot call "
+            "its API (see --allow-origin).",
+            code="origin_not_allowed",
+            status=403,
+        ).response()
+    return http_response(403, b"This origin may not use this server.\n")
+
+
 def create_app(
     options: ServerOptions,
     make_stream: StreamFactory,
@@ -225,6 +295,6 @@ def create_app(
         Route("/{path:path}", _page),
         WebSocketRoute("/{path:path}", _no_socket),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[Middleware(_Origins, state=state)])
     app.state.livewhisper = state
     return app

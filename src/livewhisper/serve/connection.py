@@ -34,7 +34,7 @@ from livewhisper.serve.hub import Hub, HubSession, shift_event
 from livewhisper.serve.intake import AudioIntake, Offload, check_stream
 from livewhisper.serve.options import ServerOptions
 from livewhisper.serve.streams import StreamBacklog, StreamFactory, StreamRequest
-from livewhisper.serve.transport import Disconnected, Transport
+from livewhisper.serve.transport import NOT_READING, Disconnected, Transport
 from livewhisper.transcript import TextEvent
 
 OUTBOX_SIZE = 1024  # messages waiting to be sent before the client counts as not reading
@@ -114,7 +114,10 @@ class AudioConnection:
             except ProtocolError as exc:
                 self.closing = self.closing or exc
             self.detach()
-            await self.outbox.put(None)
+            if self.outbox.full():
+                sender.cancel()  # the client does not read: what it was not sent is dropped
+            else:
+                self.outbox.put_nowait(None)  # the sender sends what is queued, then ends
             with contextlib.suppress(Disconnected, asyncio.CancelledError):
                 await sender
         if self.closing is not None:
@@ -152,11 +155,16 @@ class AudioConnection:
             message = await self.outbox.get()
             if message is None:
                 return
-            await self.transport.send(json.dumps(message, ensure_ascii=False))
+            try:
+                await self.transport.send(json.dumps(message, ensure_ascii=False))
+            except Disconnected as exc:
+                if exc.reason == NOT_READING:  # the rest of the connection ends too
+                    self.fail(ProtocolError(CLOSE_POLICY, NOT_READING))
+                raise
 
     def send(self, message: dict[str, Any]) -> None:
         if self.outbox.full():
-            self.fail(ProtocolError(CLOSE_POLICY, "the client does not read its messages"))
+            self.fail(ProtocolError(CLOSE_POLICY, NOT_READING))
             return
         self.outbox.put_nowait(message)
 

@@ -174,7 +174,10 @@ class _AudioApi:
 
     async def _audio(self, request: Request, task: str) -> Response:
         """Every check, then the decode; cleaning up is handed to a streamed answer."""
-        body = _LimitedBody(request.receive, self.max_bytes)
+        declared = request.headers.get("Content-Length", "")
+        body = _LimitedBody(
+            request.receive, self.max_bytes, int(declared) if declared.isdigit() else None
+        )
         async with contextlib.AsyncExitStack() as cleanup:
             try:
                 self._authorize(request)
@@ -233,6 +236,11 @@ class _AudioApi:
             if declared.isdigit() and int(declared) > self.max_bytes:
                 raise _TooLarge
             return await Request(request.scope, body.receive).form(max_files=1, max_fields=100)
+        except _TooSlow:
+            raise OpenAIError(
+                f"The request's body stopped arriving for {BODY_TIMEOUT:g} s; send it again.",
+                status=408,
+            ) from None
         except _TooLarge:
             raise OpenAIError(
                 f"The request is larger than this server's limit of "
@@ -361,16 +369,28 @@ def _temperatures(value: str | None) -> tuple[float, ...]:
 # -------------------------------------------------------------------- the body
 
 
+#: Seconds a request body may go without a byte arriving (a slow client holds an
+#: upload slot): then 408.
+BODY_TIMEOUT = 30.0
+
+
 class _TooLarge(Exception):
     pass
 
 
-class _LimitedBody:
-    """The request's ``receive``, raising `_TooLarge` past *limit* bytes of body."""
+class _TooSlow(Exception):
+    pass
 
-    def __init__(self, receive: Receive, limit: int) -> None:
+
+class _LimitedBody:
+    """The request's ``receive``, raising `_TooLarge` past *limit* bytes of body, and
+    `_TooSlow` when no byte arrives for `BODY_TIMEOUT`. *declared*: the
+    Content-Length, if given."""
+
+    def __init__(self, receive: Receive, limit: int, declared: int | None = None) -> None:
         self._receive = receive
         self.limit = limit
+        self.declared = declared
         self.size = 0
         self.more = True  # some of the body has not arrived yet
 
@@ -381,12 +401,19 @@ class _LimitedBody:
         return message
 
     async def drain(self, up_to: int) -> None:
-        """Read the rest of the body away, unless more than *up_to* bytes in all."""
-        while self.more and self.size <= up_to:
-            await self._next()
+        """Read the rest of the body away, unless more than *up_to* bytes in all (or
+        declared so), or it stops arriving."""
+        if self.declared is not None and self.declared > up_to:
+            return
+        with contextlib.suppress(_TooSlow):
+            while self.more and self.size <= up_to:
+                await self._next()
 
     async def _next(self) -> Message:
-        message = await self._receive()
+        try:
+            message = await asyncio.wait_for(self._receive(), BODY_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise _TooSlow from None
         if message["type"] == "http.request":
             self.size += len(message.get("body", b""))
             self.more = bool(message.get("more_body", False))

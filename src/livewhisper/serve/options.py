@@ -28,6 +28,12 @@ class ServerOptions:
     idle_timeout: float = 60.0  # seconds without a message from an audio client
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
+    #: Seconds a message to a client may wait for it to read; then the connection
+    #: is given up as a client that does not read.
+    send_timeout: float = 20.0
+    #: Seconds a request's headers may take to arrive (slowloris): then 408 and the
+    #: connection closed. Only where `server.LiveServer` runs the app.
+    header_timeout: float = 10.0
     resume_seconds: float = 300.0  # how long a disconnected session can be resumed
     busy_utterances: int = 1  # utterances of a session waiting for the model before "busy"
     #: A session whose utterances have waited for the model without a break for this

@@ -5,6 +5,10 @@ and the WebSocket protocols (see `app`). The port is bound here, so a port that 
 taken is an ``OSError`` from `LiveServer.start`; uvicorn then serves HTTP (h11) and
 WebSockets (the ``websockets`` library's protocol, sans I/O) on it, with the
 limits of `ServerOptions` (message size, pings) and TLS from its certificate.
+What uvicorn leaves unbounded is bounded here (`http_protocol`, `ws_protocol`): the
+time a request's headers may take (slowloris), a connection left with unsent data
+after its handler has ended (a client that does not read), and text frames that
+are not UTF-8 (closed with 1007, not logged as an exception).
 Signals stay with the program: uvicorn installs no handlers here.
 `thread.ServerThread` runs it for a program that is not asyncio.
 """
@@ -16,8 +20,11 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator, Sequence
 
+import h11
 import uvicorn
 from starlette.routing import BaseRoute
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from livewhisper.live.contract import Emit
 from livewhisper.serve.app import LiveState, create_app
@@ -63,8 +70,8 @@ class LiveServer:
             self.app,
             host=opts.host,
             port=opts.port,
-            http="h11",  # the same HTTP parser wherever it runs
-            ws="websockets-sansio",
+            http=http_protocol(opts.header_timeout),  # h11 wherever it runs
+            ws=ws_protocol(),  # the websockets library's protocol, sans I/O
             ws_max_size=opts.max_message_bytes,
             ws_ping_interval=opts.ping_interval,
             ws_ping_timeout=opts.ping_timeout,
@@ -159,6 +166,108 @@ class _Uvicorn(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         self.up.set()
+
+
+#: Seconds a WebSocket connection may stay open once its handler has ended (its
+#: closing handshake, the last data to flush) before it is dropped.
+LINGER_SECONDS = 15.0
+_TOO_SLOW = b"The request's headers came too slowly; send them at once.\n"
+_TIMED_OUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_SLOW), _TOO_SLOW)
+)
+
+
+def http_protocol(header_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol with a deadline for each request's headers.
+
+    uvicorn times only an idle keep-alive connection, and any byte that arrives
+    resets that: a client sending its headers a byte at a time (slowloris) would hold
+    its connection for ever. Here every request (the first, each one after a
+    keep-alive answer, a WebSocket upgrade) has *header_timeout* seconds from the
+    start of its wait to the end of its headers: then 408, or a plain close if
+    nothing came, and the connection is closed.
+    """
+
+    class Protocol(_TimedHeaders):
+        timeout = header_timeout
+
+    return Protocol
+
+
+class _TimedHeaders(H11Protocol):
+    timeout = 10.0
+    _deadline: asyncio.TimerHandle | None = None
+    _heard = False  # some of the awaited request has come
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._wait_for_headers()
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = True
+        super().data_received(data)
+        if self.transport.get_protocol() is not self or self.conn.their_state is not h11.IDLE:
+            self._stop_waiting()  # the headers are complete (or it is a WebSocket now)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._wait_for_headers()  # the next request on this connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def _wait_for_headers(self) -> None:
+        self._stop_waiting()
+        self._heard = False
+        self._deadline = self.loop.call_later(self.timeout, self._too_slow)
+
+    def _stop_waiting(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return
+        if self.conn.their_state is h11.IDLE and self.conn.our_state is h11.IDLE:
+            if self._heard:
+                self.transport.write(_TIMED_OUT)
+            self.transport.close()
+
+
+def ws_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's protocol over the websockets library, with two bounds it lacks: text
+    that is not UTF-8 closes with 1007 without a traceback in the log, and a
+    connection whose handler has ended is dropped after `LINGER_SECONDS` if it is
+    still open (a client that does not read keeps a graceful close waiting for ever
+    to flush)."""
+    return _BoundedWebSocket
+
+
+class _BoundedWebSocket(WebSocketsSansIOProtocol):
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                self.conn.send_close(1007, "text that is not UTF-8")
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        if not self.disconnected:
+            self.loop.call_later(LINGER_SECONDS, self._drop)
+
+    def _drop(self) -> None:
+        if not self.disconnected:
+            self.transport.abort()
 
 
 def listen_sockets(host: str, port: int) -> list[socket.socket]:

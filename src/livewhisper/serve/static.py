@@ -23,6 +23,10 @@ class Static:
     def __init__(self) -> None:
         self.assets = load_assets()
 
+    def has(self, path: str) -> bool:
+        """Whether *path* (relative to where the app is mounted) is one of the files."""
+        return (_PAGES.get(path) or path.removeprefix("/")) in self.assets
+
     def answer(self, path: str) -> Response:
         """The file at *path* (relative to where the app is mounted), or 404."""
         name = _PAGES.get(path) or path.removeprefix("/")

@@ -8,6 +8,7 @@ Starlette ``WebSocket``, so a protocol does not care which ASGI server runs it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -21,6 +22,10 @@ class Disconnected(Exception):
         super().__init__(code, reason)
         self.code = code
         self.reason = reason
+
+
+#: The reason of the `Disconnected` of a send the client did not take in time.
+NOT_READING = "the client does not read its messages"
 
 
 class Transport(Protocol):
@@ -50,10 +55,17 @@ class Transport(Protocol):
 
 
 class WebSocketTransport:
-    """A `Transport` over an accepted Starlette ``WebSocket``."""
+    """A `Transport` over an accepted Starlette ``WebSocket``.
 
-    def __init__(self, websocket: WebSocket) -> None:
+    A message (or the close) that the client has not taken within *send_timeout*
+    seconds, because it does not read and the socket's buffers are full, gives the
+    connection up: `Disconnected` (1006), and the handler ends instead of waiting
+    for ever.
+    """
+
+    def __init__(self, websocket: WebSocket, send_timeout: float = 20.0) -> None:
         self.websocket = websocket
+        self.send_timeout = send_timeout
         self._gone: Disconnected | None = None  # received a disconnect, or sent a close
 
     @property
@@ -82,11 +94,18 @@ class WebSocketTransport:
             raise self._gone
         try:
             if isinstance(message, str):
-                await self.websocket.send_text(message)
+                sending = self.websocket.send_text(message)
             else:
-                await self.websocket.send_bytes(message)
+                sending = self.websocket.send_bytes(message)
+            await asyncio.wait_for(sending, self.send_timeout)
+        except asyncio.TimeoutError:
+            self._gone = Disconnected(1006, NOT_READING)
+            raise self._gone from None
         except (WebSocketDisconnect, OSError) as exc:
             self._gone = Disconnected(getattr(exc, "code", 1006))
+            raise self._gone from None
+        except RuntimeError:  # the server's protocol has closed it (a frame too big)
+            self._gone = Disconnected(1006)
             raise self._gone from None
 
     async def close(self, code: int, reason: str = "") -> None:
@@ -94,6 +113,6 @@ class WebSocketTransport:
             return
         self._gone = Disconnected(code, reason)
         try:
-            await self.websocket.close(code, reason)
-        except (WebSocketDisconnect, OSError):
-            pass  # the client went first
+            await asyncio.wait_for(self.websocket.close(code, reason), self.send_timeout)
+        except (WebSocketDisconnect, OSError, RuntimeError, asyncio.TimeoutError):
+            pass  # the client went first, the protocol closed it, or it does not read

@@ -398,7 +398,7 @@ def realtime_routes(
         )
         await ws.accept(subprotocol="realtime" if "realtime" in protocols else None)
         connection = RealtimeConnection(
-            WebSocketTransport(ws),
+            WebSocketTransport(ws, state.options.send_timeout),
             state.options,
             state.hub,
             state.make_stream,
