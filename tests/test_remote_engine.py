@@ -28,6 +28,7 @@ import pytest
 from cli_helpers import DATA, run_cli
 from livewhisper.engine.contract import TranscribeOptions
 from livewhisper.engine.remote import RemoteEngine, RemoteOptions, _spelt, _transcription
+from livewhisper.engine.scheduler import Job, JobResult, Scheduler
 from livewhisper.errors import EngineError, ModelError
 from livewhisper.metrics import word_error_rate as wer
 from test_server_protocol import cli_server
@@ -86,6 +87,8 @@ class Stub:
         self.models = ["stub-whisper"] if models is None else models
         self.requests: list[Request] = []
         self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0  # POSTs being answered at once, at most
 
     @property
     def posts(self) -> list[Request]:
@@ -146,7 +149,15 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                     request.fields.setdefault(str(name), []).append(payload.decode())
             with stub.lock:
                 stub.requests.append(request)
-            action = stub.step()
+                stub.in_flight += 1
+                stub.most_in_flight = max(stub.most_in_flight, stub.in_flight)
+            try:
+                self._answer(request, stub.step())
+            finally:
+                with stub.lock:
+                    stub.in_flight -= 1
+
+        def _answer(self, request: Request, action: tuple[Any, ...]) -> None:
             if action[0] == "stall":
                 time.sleep(action[1])
                 action = ("ok",)
@@ -305,6 +316,25 @@ def test_an_upload_window_that_is_lost_raises() -> None:
                 engine.transcribe(utterance(), TranscribeOptions())
 
 
+def test_several_streams_have_requests_in_flight_at_once() -> None:
+    stub = Stub(("stall", 0.4))
+    done: list[JobResult] = []
+    with stub_engine(stub) as url, RemoteEngine(RemoteOptions(url, concurrency=4)) as engine:
+        with Scheduler(engine) as scheduler:
+            assert scheduler.workers == 4
+            for n in range(8):  # two finals each of four streams
+                stream = f"s{n % 4}"
+                job = Job(stream, "final", n, utterance(), 0.0, LIVE, done.append)
+                scheduler.submit(job)
+            assert scheduler.wait_idle(timeout=20)
+    assert stub.most_in_flight == 4
+    assert len(done) == 8 and all(r.transcription and r.transcription.text for r in done)
+    for stream in ("s0", "s1", "s2", "s3"):  # each stream's finals in order
+        assert [r.job.utterance for r in done if r.job.stream == stream] == sorted(
+            r.job.utterance for r in done if r.job.stream == stream
+        )
+
+
 def test_a_refusal_is_not_retried() -> None:
     stub = Stub((400,))
     with stub_engine(stub) as url, RemoteEngine(RemoteOptions(url)) as engine:
@@ -341,7 +371,8 @@ def test_file_keeps_the_text_before_the_engine_went_away_and_says_where() -> Non
     assert result.stdout.strip() == SAID
     told, line = result.stderr.splitlines()
     assert told.startswith("livewhisper: the engine at " + url + " is not answering (503"), told
-    assert line.startswith("livewhisper: error: ") and "did not answer (503" in line, line
+    assert line.startswith("livewhisper: error: ") and "did not answer" in line, line
+    assert "(503 Service Unavailable)" in line, line
     assert "the transcript covers the first 2" in line, line  # a window of 20-30 s
 
 
