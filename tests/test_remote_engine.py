@@ -26,11 +26,12 @@ import numpy as np
 import pytest
 
 from cli_helpers import DATA, run_cli
-from livewhisper.engine.contract import TranscribeOptions
+from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.remote import RemoteEngine, RemoteOptions, _spelt, _transcription
 from livewhisper.engine.scheduler import Job, JobResult, Scheduler
 from livewhisper.errors import EngineError, ModelError
 from livewhisper.metrics import word_error_rate as wer
+from livewhisper.transcript import Segment
 from test_server_protocol import cli_server
 
 JFK = DATA / "jfk.flac"
@@ -445,3 +446,51 @@ def test_a_wrong_key_is_one_line(engine_url: str) -> None:
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert "refused the key (401" in line and "--engine-key" in line, line
+
+
+# --- livewhisper serve as an engine: what a short upload costs ---------------------
+
+
+class Recording:
+    """A scripted model for the server's scheduler: notes the options of each decode."""
+
+    name = "tiny.en"
+
+    def __init__(self) -> None:
+        self.asked: list[TranscribeOptions] = []
+
+    def check(self, options: TranscribeOptions) -> None:
+        pass
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        assert options is not None
+        self.asked.append(options)
+        return Transcription([Segment(offset, offset + 1, "words")], "en")
+
+
+def test_a_short_upload_is_decoded_in_a_window_fitted_to_it() -> None:
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from livewhisper.engine.remote import _encoded
+    from livewhisper.serve.openai_audio import openai_routes
+
+    model = Recording()
+    with Scheduler(model) as scheduler:  # type: ignore[arg-type]
+        app = Starlette(routes=openai_routes(scheduler, token=None))
+        with TestClient(app) as client:
+            for seconds in (3.0, 50.0):
+                name, data, mime = _encoded(utterance(seconds), "wav")
+                response = client.post(
+                    "/v1/audio/transcriptions",
+                    data={"model": "whisper-1"},
+                    files={"file": (name, data, mime)},
+                )
+                assert response.status_code == 200, response.text
+    # The utterance of a front-end: one decode, fitted (the model falls back to the
+    # full window itself if that looks wrong); a long file: its 30 s windows.
+    short, *windows = model.asked
+    assert short.fit_window and short.vad_filter
+    assert len(windows) == 2 and not any(w.fit_window for w in windows)
