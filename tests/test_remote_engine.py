@@ -494,3 +494,111 @@ def test_a_short_upload_is_decoded_in_a_window_fitted_to_it() -> None:
     short, *windows = model.asked
     assert short.fit_window and short.vad_filter
     assert len(windows) == 2 and not any(w.fit_window for w in windows)
+
+
+# --- the real engine stopped and started again mid-session -------------------------
+
+
+class Lines:
+    """The lines of a pipe, read on a thread; `wait_for` one that contains a text."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: Any) -> None:
+        for line in pipe:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 120) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: any(text in x for x in self.lines), timeout)
+
+    def join(self, timeout: float = 30) -> list[str]:
+        self._thread.join(timeout)
+        return self.lines
+
+
+@pytest.mark.slow
+def test_listen_loses_nothing_when_the_real_engine_stops_and_comes_back(
+    references: dict[str, str],
+) -> None:
+    import subprocess
+    import sys
+
+    name = "asterisk_en_60s.flac"
+    with cli_server("serve", "--port", "0") as (engine, port, _):
+        url = f"http://127.0.0.1:{port}"
+        command = [
+            sys.executable, "-m", "livewhisper", "listen", "--input", str(DATA / name),
+            "--speed", "2", "--format", "jsonl", "--language", "en", "--engine", url,
+            "--engine-wait", "240",
+        ]  # fmt: skip
+        listen = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        out, err = Lines(listen.stdout), Lines(listen.stderr)
+        try:
+            assert out.wait_for('"type": "final"'), err.lines
+            engine.terminate()  # mid-session: the engine goes away
+            engine.wait(30)
+            assert err.wait_for("is not answering"), err.lines
+            # The engine comes back on the same port while utterances wait.
+            with cli_server("serve", "--port", str(port)):
+                assert err.wait_for("answers again"), err.lines
+                assert listen.wait(300) == 0, err.lines
+        finally:
+            if listen.poll() is None:
+                listen.kill()
+                listen.wait()
+            events = [json.loads(line) for line in out.join()]
+            told = "".join(err.join())
+            for pipe in (listen.stdout, listen.stderr):
+                if pipe is not None:
+                    pipe.close()
+    finals = [e for e in events if e["type"] == "final"]
+    assert "not transcribed" not in told, told
+    # Every utterance is there, in order: the text is as good as without the outage.
+    assert [e["id"] for e in finals] == sorted(e["id"] for e in finals)
+    assert wer(references[name], " ".join(e["text"] for e in finals)) < 0.35
+    assert finals[-1]["end"] > 55  # up to the end of the recording
+
+
+@pytest.mark.slow
+def test_serve_with_a_second_serve_as_its_engine(references: dict[str, str]) -> None:
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    from livewhisper.audio.files import read_all
+
+    name = "pocketsphinx_librivox_austen_5utt.flac"
+    audio = read_all(DATA / name)
+    pcm = np.clip(np.concatenate([audio, np.zeros(16000, np.float32)]), -1, 1) * 32767
+    data = pcm.astype("<i2").tobytes()
+
+    async def browser(port: int) -> list[dict[str, Any]]:
+        async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            await ws.send(json.dumps({"type": "start", "language": "en", "partials": True}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            for i in range(0, len(data), 3200):  # 100 ms frames, four times real time
+                await ws.send(data[i : i + 3200])
+                await asyncio.sleep(0.025)
+            await ws.send(json.dumps({"type": "stop"}))
+            messages = []
+            while not messages or messages[-1]["type"] != "stopped":
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), 120)))
+            return messages
+
+    with cli_server("serve", "--port", "0") as (_engine, engine_port, _):
+        engine = f"http://127.0.0.1:{engine_port}"
+        with cli_server("serve", "--port", "0", "--engine", engine) as (_front, port, told):
+            messages = asyncio.run(browser(port))
+    finals = [m for m in messages if m["type"] == "final"]
+    assert len(finals) >= 3, messages
+    assert wer(references[name], " ".join(m["text"] for m in finals)) < 0.3
+    assert any(m["type"] == "partial" for m in messages)  # partials come from the engine too
