@@ -23,10 +23,11 @@ browsers streaming real speech in real time over ``/ws`` (partials on, as the pa
 asks), its engine one that answers at once (the front-end's own cost: CPU time per
 second of audio gives sessions per core) or after a fixed delay (an engine's decode
 time, without its CPU: what one request in flight per front-end does to the
-finals' latency as sessions are added).
+finals' latency as sessions are added), or a real ``livewhisper serve`` (``real``:
+tiny.en decoding every session's finals and partials on this machine's cores).
 
     python bench/remote.py --json remote.json
-    python bench/remote.py --skip-latency --sessions 4,8,16 --delays 0,0.15 --seconds 60
+    python bench/remote.py --skip-latency --sessions 4,8,16 --delays 0,0.15,real --seconds 60
 """
 
 from __future__ import annotations
@@ -145,8 +146,9 @@ def livewhisper_serve(*args: str) -> Iterator[tuple[str, int]]:
 # --------------------------------------------------------------------------- latency
 
 
-def utterances(limit: int) -> list[np.ndarray]:
-    """The clips cut into utterances by the live segmenter, as ``listen`` cuts them."""
+def utterances(limit: int) -> list[tuple[str, np.ndarray]]:
+    """The clips cut into utterances by the live segmenter, as ``listen`` cuts them,
+    each with its clip's name: whole clips, until there are *limit* utterances."""
     from livewhisper.audio.files import read_all
     from livewhisper.live.segmenter import (
         FRAME_SAMPLES,
@@ -155,16 +157,18 @@ def utterances(limit: int) -> list[np.ndarray]:
         webrtc_detector,
     )
 
-    out: list[np.ndarray] = []
+    out: list[tuple[str, np.ndarray]] = []
     for name in CLIPS:
+        if len(out) >= limit:
+            break
         audio = np.concatenate([read_all(DATA / name), np.zeros(RATE, np.float32)])
         segmenter = Segmenter(webrtc_detector(3))
         events = []
         for i in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
             events += segmenter.feed(audio[i : i + FRAME_SAMPLES])
         events += segmenter.flush()
-        out += [e.audio for e in events if isinstance(e, UtteranceClosed)]
-    return out[:limit]
+        out += [(name, e.audio) for e in events if isinstance(e, UtteranceClosed)]
+    return out
 
 
 def latency(limit: int) -> dict[str, Any]:
@@ -172,12 +176,20 @@ def latency(limit: int) -> dict[str, Any]:
     from livewhisper.engine.contract import TranscribeOptions
     from livewhisper.engine.local import Engine, ModelOptions
     from livewhisper.engine.remote import RemoteEngine, RemoteOptions, _encoded
+    from livewhisper.metrics import word_error_rate
 
-    pieces = utterances(limit)
+    named = utterances(limit)
+    pieces = [audio for _, audio in named]
+    references = dict(
+        line.split("\t", 1)
+        for line in (DATA / "transcripts.tsv").read_text(encoding="utf-8").splitlines()
+        if "\t" in line
+    )
     live = TranscribeOptions(language="en").for_utterance()
     upload = TranscribeOptions(language="en")
     local = Engine(ModelOptions("tiny.en"))
     times: dict[str, list[float]] = {}
+    texts: dict[str, list[str]] = {}
     sizes: dict[str, list[int]] = {"wav": [], "flac": []}
     decoding: dict[str, list[float]] = {"wav": [], "flac": []}  # as the server decodes it
     for audio in pieces:
@@ -204,8 +216,9 @@ def latency(limit: int) -> dict[str, Any]:
         for audio in pieces:
             for name, run in runs.items():
                 started = time.perf_counter()
-                run(audio)
+                text = run(audio).text
                 times.setdefault(name, []).append(time.perf_counter() - started)
+                texts.setdefault(name, []).append(text)
         for engine in engines.values():
             engine.close()
     seconds = [len(a) / RATE for a in pieces]
@@ -219,14 +232,26 @@ def latency(limit: int) -> dict[str, Any]:
         "ms": {
             name: {
                 "median": 1000 * statistics.median(t),
-                "p90": 1000 * float(np.percentile(t, 90)),
+                "p95": 1000 * float(np.percentile(t, 95)),
             }
             for name, t in times.items()
         },
+        # The utterances' text joined, against the clips' references.
+        "wer": {
+            name: word_error_rate(
+                " ".join(references[clip] for clip in dict.fromkeys(c for c, _ in named)),
+                " ".join(t),
+            )
+            for name, t in texts.items()
+            if not name.startswith("protocol")  # made-up text
+        },
     }
     # Paired: each utterance's remote time less its local time, in the same run.
-    result["added_ms_median"] = {
-        f"{a} - {b}": 1000 * statistics.median(np.subtract(times[a], times[b]))
+    result["added_ms"] = {
+        f"{a} - {b}": {
+            "median": 1000 * statistics.median(np.subtract(times[a], times[b])),
+            "p95": 1000 * float(np.percentile(np.subtract(times[a], times[b]), 95)),
+        }
         for a, b in [
             ("remote-wav", "local"),
             ("remote-flac", "local"),
@@ -304,14 +329,26 @@ async def browser(url: str, audio: np.ndarray, delay: float) -> Session:
     return session
 
 
-def sessions(counts: list[int], seconds: float, delay: float) -> list[dict[str, Any]]:
+@contextlib.contextmanager
+def engine_for(delay: str) -> Iterator[str]:
+    """The engine of a sessions run: ``real``, a ``livewhisper serve`` (tiny.en,
+    another process on this machine); else one that answers after *delay* seconds."""
+    if delay == "real":
+        with livewhisper_serve() as (url, _pid):
+            yield url
+    else:
+        with instant_engine(float(delay)) as url:
+            yield url
+
+
+def sessions(counts: list[int], seconds: float, delay: str) -> list[dict[str, Any]]:
     """One front-end (``livewhisper serve --engine``) with *counts* browsers in turn;
-    its engine answers after *delay* seconds."""
+    its engine answers after *delay* seconds, or is a real one (``real``)."""
     import psutil
 
     audio = speech(seconds)
     rows = []
-    with instant_engine(delay) as engine:
+    with engine_for(delay) as engine:
         for n in counts:
             args = ("--engine", engine, "--max-clients", str(n))
             with livewhisper_serve(*args) as (url, pid):
@@ -331,6 +368,7 @@ def sessions(counts: list[int], seconds: float, delay: float) -> list[dict[str, 
             cpu = (after.user - before.user) + (after.system - before.system)
             audio_seconds = n * len(audio) / RATE
             latencies = sorted(x for r in results for x in r.latencies) or [float("nan")]
+            requests = _Instant.counts["transcriptions"] - requests_before
             rows.append(
                 {
                     "sessions": n,
@@ -339,8 +377,7 @@ def sessions(counts: list[int], seconds: float, delay: float) -> list[dict[str, 
                     "frontend_cpu_s": round(cpu, 2),
                     "cores_per_session": cpu / audio_seconds,
                     "sessions_per_core": audio_seconds / cpu,
-                    "requests_per_session_s": (_Instant.counts["transcriptions"] - requests_before)
-                    / audio_seconds,
+                    "requests_per_session_s": requests / audio_seconds if requests else None,
                     "partials_per_session_s": sum(r.partials for r in results) / audio_seconds,
                     "finals": sum(len(r.latencies) for r in results),
                     "closed_as_late": sum(r.closed is not None for r in results),
@@ -357,7 +394,9 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=40, help="for the latency part")
     parser.add_argument("--sessions", default="4,8,16", help="browsers per front-end run")
     parser.add_argument(
-        "--delays", default="0,0.15", help="the engine's answer time, seconds, for each run"
+        "--delays",
+        default="0,0.15",
+        help="the engine's answer time, seconds, for each run; real: a livewhisper serve",
     )
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per browser")
     parser.add_argument("--skip-latency", action="store_true")
@@ -371,9 +410,7 @@ def main() -> None:
     if not args.skip_sessions:
         counts = [int(n) for n in args.sessions.split(",")]
         out["sessions"] = [
-            row
-            for delay in args.delays.split(",")
-            for row in sessions(counts, args.seconds, float(delay))
+            row for delay in args.delays.split(",") for row in sessions(counts, args.seconds, delay)
         ]
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

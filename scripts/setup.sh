@@ -3,7 +3,8 @@
 #
 #   scripts/setup.sh          the tool: PortAudio, the package, the embedded models
 #   scripts/setup.sh --test   also what the tests need: a private PulseAudio for the
-#                             virtual microphone, headless Chromium, the test tools
+#                             virtual microphone, headless Chromium, the test tools,
+#                             a third-party engine in ./.venv-engine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,4 +39,5 @@ extras="base"
 (( want_tests )) && extras="base,test"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[$extras]"
+(( want_tests )) && scripts/setup-engine.sh  # a third-party engine for the --engine tests
 echo "setup: ready: .venv/bin/livewhisper" >&2

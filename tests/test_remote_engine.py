@@ -26,10 +26,12 @@ import numpy as np
 import pytest
 
 from cli_helpers import DATA, run_cli
-from livewhisper.engine.contract import TranscribeOptions
+from livewhisper.engine.contract import TranscribeOptions, Transcription
 from livewhisper.engine.remote import RemoteEngine, RemoteOptions, _spelt, _transcription
+from livewhisper.engine.scheduler import Job, JobResult, Scheduler
 from livewhisper.errors import EngineError, ModelError
 from livewhisper.metrics import word_error_rate as wer
+from livewhisper.transcript import Segment
 from test_server_protocol import cli_server
 
 JFK = DATA / "jfk.flac"
@@ -86,6 +88,8 @@ class Stub:
         self.models = ["stub-whisper"] if models is None else models
         self.requests: list[Request] = []
         self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0  # POSTs being answered at once, at most
 
     @property
     def posts(self) -> list[Request]:
@@ -146,7 +150,15 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
                     request.fields.setdefault(str(name), []).append(payload.decode())
             with stub.lock:
                 stub.requests.append(request)
-            action = stub.step()
+                stub.in_flight += 1
+                stub.most_in_flight = max(stub.most_in_flight, stub.in_flight)
+            try:
+                self._answer(request, stub.step())
+            finally:
+                with stub.lock:
+                    stub.in_flight -= 1
+
+        def _answer(self, request: Request, action: tuple[Any, ...]) -> None:
             if action[0] == "stall":
                 time.sleep(action[1])
                 action = ("ok",)
@@ -305,6 +317,25 @@ def test_an_upload_window_that_is_lost_raises() -> None:
                 engine.transcribe(utterance(), TranscribeOptions())
 
 
+def test_several_streams_have_requests_in_flight_at_once() -> None:
+    stub = Stub(("stall", 0.4))
+    done: list[JobResult] = []
+    with stub_engine(stub) as url, RemoteEngine(RemoteOptions(url, concurrency=4)) as engine:
+        with Scheduler(engine) as scheduler:
+            assert scheduler.workers == 4
+            for n in range(8):  # two finals each of four streams
+                stream = f"s{n % 4}"
+                job = Job(stream, "final", n, utterance(), 0.0, LIVE, done.append)
+                scheduler.submit(job)
+            assert scheduler.wait_idle(timeout=20)
+    assert stub.most_in_flight == 4
+    assert len(done) == 8 and all(r.transcription and r.transcription.text for r in done)
+    for stream in ("s0", "s1", "s2", "s3"):  # each stream's finals in order
+        assert [r.job.utterance for r in done if r.job.stream == stream] == sorted(
+            r.job.utterance for r in done if r.job.stream == stream
+        )
+
+
 def test_a_refusal_is_not_retried() -> None:
     stub = Stub((400,))
     with stub_engine(stub) as url, RemoteEngine(RemoteOptions(url)) as engine:
@@ -341,7 +372,8 @@ def test_file_keeps_the_text_before_the_engine_went_away_and_says_where() -> Non
     assert result.stdout.strip() == SAID
     told, line = result.stderr.splitlines()
     assert told.startswith("livewhisper: the engine at " + url + " is not answering (503"), told
-    assert line.startswith("livewhisper: error: ") and "did not answer (503" in line, line
+    assert line.startswith("livewhisper: error: ") and "did not answer" in line, line
+    assert "(503 Service Unavailable)" in line, line
     assert "the transcript covers the first 2" in line, line  # a window of 20-30 s
 
 
@@ -414,3 +446,159 @@ def test_a_wrong_key_is_one_line(engine_url: str) -> None:
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert "refused the key (401" in line and "--engine-key" in line, line
+
+
+# --- livewhisper serve as an engine: what a short upload costs ---------------------
+
+
+class Recording:
+    """A scripted model for the server's scheduler: notes the options of each decode."""
+
+    name = "tiny.en"
+
+    def __init__(self) -> None:
+        self.asked: list[TranscribeOptions] = []
+
+    def check(self, options: TranscribeOptions) -> None:
+        pass
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        assert options is not None
+        self.asked.append(options)
+        return Transcription([Segment(offset, offset + 1, "words")], "en")
+
+
+def test_a_short_upload_is_decoded_in_a_window_fitted_to_it() -> None:
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from livewhisper.engine.remote import _encoded
+    from livewhisper.serve.openai_audio import openai_routes
+
+    model = Recording()
+    with Scheduler(model) as scheduler:  # type: ignore[arg-type]
+        app = Starlette(routes=openai_routes(scheduler, token=None))
+        with TestClient(app) as client:
+            for seconds in (3.0, 50.0):
+                name, data, mime = _encoded(utterance(seconds), "wav")
+                response = client.post(
+                    "/v1/audio/transcriptions",
+                    data={"model": "whisper-1"},
+                    files={"file": (name, data, mime)},
+                )
+                assert response.status_code == 200, response.text
+    # The utterance of a front-end: one decode, fitted (the model falls back to the
+    # full window itself if that looks wrong); a long file: its 30 s windows.
+    short, *windows = model.asked
+    assert short.fit_window and short.vad_filter
+    assert len(windows) == 2 and not any(w.fit_window for w in windows)
+
+
+# --- the real engine stopped and started again mid-session -------------------------
+
+
+class Lines:
+    """The lines of a pipe, read on a thread; `wait_for` one that contains a text."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: Any) -> None:
+        for line in pipe:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 120) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: any(text in x for x in self.lines), timeout)
+
+    def join(self, timeout: float = 30) -> list[str]:
+        self._thread.join(timeout)
+        return self.lines
+
+
+@pytest.mark.slow
+def test_listen_loses_nothing_when_the_real_engine_stops_and_comes_back(
+    references: dict[str, str],
+) -> None:
+    import subprocess
+    import sys
+
+    name = "asterisk_en_60s.flac"
+    with cli_server("serve", "--port", "0") as (engine, port, _):
+        url = f"http://127.0.0.1:{port}"
+        command = [
+            sys.executable, "-m", "livewhisper", "listen", "--input", str(DATA / name),
+            "--speed", "2", "--format", "jsonl", "--language", "en", "--engine", url,
+            "--engine-wait", "240",
+        ]  # fmt: skip
+        listen = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        out, err = Lines(listen.stdout), Lines(listen.stderr)
+        try:
+            assert out.wait_for('"type": "final"'), err.lines
+            engine.terminate()  # mid-session: the engine goes away
+            engine.wait(30)
+            assert err.wait_for("is not answering"), err.lines
+            # The engine comes back on the same port while utterances wait.
+            with cli_server("serve", "--port", str(port)):
+                assert err.wait_for("answers again"), err.lines
+                assert listen.wait(300) == 0, err.lines
+        finally:
+            if listen.poll() is None:
+                listen.kill()
+                listen.wait()
+            events = [json.loads(line) for line in out.join()]
+            told = "".join(err.join())
+            for pipe in (listen.stdout, listen.stderr):
+                if pipe is not None:
+                    pipe.close()
+    finals = [e for e in events if e["type"] == "final"]
+    assert "not transcribed" not in told, told
+    # Every utterance is there, in order: the text is as good as without the outage.
+    assert [e["id"] for e in finals] == sorted(e["id"] for e in finals)
+    assert wer(references[name], " ".join(e["text"] for e in finals)) < 0.35
+    assert finals[-1]["end"] > 55  # up to the end of the recording
+
+
+@pytest.mark.slow
+def test_serve_with_a_second_serve_as_its_engine(references: dict[str, str]) -> None:
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    from livewhisper.audio.files import read_all
+
+    name = "pocketsphinx_librivox_austen_5utt.flac"
+    audio = read_all(DATA / name)
+    pcm = np.clip(np.concatenate([audio, np.zeros(16000, np.float32)]), -1, 1) * 32767
+    data = pcm.astype("<i2").tobytes()
+
+    async def browser(port: int) -> list[dict[str, Any]]:
+        async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            await ws.send(json.dumps({"type": "start", "language": "en", "partials": True}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            for i in range(0, len(data), 3200):  # 100 ms frames, four times real time
+                await ws.send(data[i : i + 3200])
+                await asyncio.sleep(0.025)
+            await ws.send(json.dumps({"type": "stop"}))
+            messages = []
+            while not messages or messages[-1]["type"] != "stopped":
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), 120)))
+            return messages
+
+    with cli_server("serve", "--port", "0") as (_engine, engine_port, _):
+        engine = f"http://127.0.0.1:{engine_port}"
+        with cli_server("serve", "--port", "0", "--engine", engine) as (_front, port, told):
+            messages = asyncio.run(browser(port))
+    finals = [m for m in messages if m["type"] == "final"]
+    assert len(finals) >= 3, messages
+    assert wer(references[name], " ".join(m["text"] for m in finals)) < 0.3
+    assert any(m["type"] == "partial" for m in messages)  # partials come from the engine too

@@ -128,9 +128,9 @@ def test_start_is_idempotent_and_restartable() -> None:
     engine, done = FakeEngine(), []
     s = Scheduler(engine)
     s.start()
-    thread = s._thread
+    threads = s._threads
     s.start()
-    assert s._thread is thread
+    assert s._threads is threads
     s.stop()
     s.start()
     s.submit(job("a", "final", 0, done))
@@ -315,3 +315,199 @@ def test_a_cancelled_window_is_not_decoded() -> None:
         assert s.wait_idle(timeout=10)
         decode.close()
     assert engine.calls == ["a:final:0"]
+
+
+# --- several workers: an engine that takes requests at once (a remote one) -------------
+
+
+class Concurrent:
+    """Takes `concurrency` jobs at once; a job whose label is held waits for `let`.
+    Notes the order jobs start in and the most in flight, in all and per stream."""
+
+    name = "fake"
+
+    def __init__(self, concurrency: int, held: tuple[str, ...] = ()) -> None:
+        self.concurrency = concurrency
+        self.started: list[str] = []
+        self.most = 0
+        self.most_per_stream = 0
+        self._gates = {label: threading.Event() for label in held}
+        self._flight: list[str] = []
+        self._cond = threading.Condition()
+
+    def let(self, *labels: str) -> None:
+        for label in labels:
+            self._gates[label].set()
+
+    def wait_started(self, count: int, timeout: float = 5) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.started) >= count, timeout)
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        label = str(audio.dtype.metadata["label"])  # type: ignore[index]
+        stream = label.split(":")[0]
+        with self._cond:
+            self.started.append(label)
+            self._flight.append(stream)
+            self.most = max(self.most, len(self._flight))
+            self.most_per_stream = max(self.most_per_stream, self._flight.count(stream))
+            self._cond.notify_all()
+        gate = self._gates.get(label)
+        if gate is not None:
+            assert gate.wait(10), f"{label} was never let go"
+        with self._cond:
+            self._flight.remove(stream)
+        return Transcription([Segment(offset, offset + 1, label)], "en")
+
+
+def test_the_engines_concurrency_sets_the_workers() -> None:
+    assert Scheduler(FakeEngine()).workers == 1  # type: ignore[arg-type]
+    assert Scheduler(Concurrent(4)).workers == 4  # type: ignore[arg-type]
+    assert Scheduler(Concurrent(4), workers=2).workers == 2  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Scheduler(FakeEngine(), workers=0)  # type: ignore[arg-type]
+
+
+def test_several_workers_decode_different_streams_at_once() -> None:
+    held = ("a:final:0", "b:final:0", "c:final:0")
+    engine, done = Concurrent(3, held), Results()
+    with Scheduler(engine) as s:  # type: ignore[arg-type]
+        for stream in "abcd":
+            s.submit(job(stream, "final", 0, done))
+        assert engine.wait_started(3)
+        assert not engine.wait_started(4, timeout=0.2)  # d waits for a free worker
+        assert s.backlog().finals == 4
+        engine.let(*held)
+        assert s.wait_idle(timeout=10)
+    assert engine.most == 3
+    assert sorted(engine.started) == [f"{x}:final:0" for x in "abcd"]
+
+
+def test_a_stream_has_one_job_in_flight_so_its_finals_keep_their_order() -> None:
+    engine, done = Concurrent(4, ("a:final:0",)), Results()
+    with Scheduler(engine) as s:  # type: ignore[arg-type]
+        s.submit(job("a", "final", 0, done))
+        assert engine.wait_started(1)
+        for n in range(1, 6):
+            s.submit(job("a", "final", n, done))
+        s.submit(job("a", "partial", 6, done))
+        s.submit(job("b", "final", 0, done))
+        assert engine.wait_started(2)
+        # Three workers are free, but a's queued jobs wait for its final in flight.
+        assert not engine.wait_started(3, timeout=0.2)
+        assert engine.started[1] == "b:final:0"
+        engine.let("a:final:0")
+        assert s.wait_idle(timeout=10) and done.wait(8)
+    assert engine.most_per_stream == 1
+    a = [r.job.utterance for r in done if r.job.stream == "a" and r.job.kind == "final"]
+    assert a == [0, 1, 2, 3, 4, 5]
+    # The partial, queued before b's final, still went after every final.
+    assert engine.started[-1] == "a:partial:6"
+
+
+def test_finals_go_before_partials_when_a_worker_comes_free() -> None:
+    engine, done = Concurrent(2, ("x:final:0", "y:final:0")), Results()
+    with Scheduler(engine) as s:  # type: ignore[arg-type]
+        s.submit(job("x", "final", 0, done))
+        s.submit(job("y", "final", 0, done))
+        assert engine.wait_started(2)
+        s.submit(job("p", "partial", 1, done))
+        s.submit(job("q", "partial", 1, done))
+        s.submit(job("f", "final", 1, done))
+        engine.let("x:final:0")
+        assert engine.wait_started(3)
+        assert engine.started[2] == "f:final:1"
+        engine.let("y:final:0")
+        assert done.wait(5)
+    assert sorted(engine.started[3:]) == ["p:partial:1", "q:partial:1"]
+
+
+def test_streams_take_turns_among_several_workers() -> None:
+    engine, done = Concurrent(2, ("other:final:0", "busy:final:0")), Results()
+    with Scheduler(engine) as s:  # type: ignore[arg-type]
+        s.submit(job("other", "final", 0, done))  # holds one worker throughout
+        s.submit(job("busy", "final", 0, done))
+        assert engine.wait_started(2)
+        for n in range(1, 4):
+            s.submit(job("busy", "final", n, done))
+        s.submit(job("quiet", "final", 0, done))
+        engine.let("busy:final:0")
+        assert engine.wait_started(6)
+        engine.let("other:final:0")
+        assert s.wait_idle(timeout=10) and done.wait(6)
+    # A stream with many finals queued does not keep another waiting: the quiet
+    # one goes before the busy one's third.
+    assert engine.started[2:] == ["busy:final:1", "quiet:final:0", "busy:final:2", "busy:final:3"]
+    assert [r.job.utterance for r in done if r.job.stream == "busy"] == [0, 1, 2, 3]
+
+
+def test_windows_of_uploads_leave_a_worker_to_live_work() -> None:
+    engine, done = Concurrent(2, ("x:batch:0", "a:final:0")), Results()
+    with Scheduler(engine) as s:  # type: ignore[arg-type]
+        s.submit(job("x", "batch", 0, done))
+        s.submit(job("y", "batch", 0, done))
+        assert engine.wait_started(1)
+        assert not engine.wait_started(2, timeout=0.2)  # y waits: the worker is live work's
+        s.submit(job("a", "final", 0, done))
+        assert engine.wait_started(2)
+        assert engine.started[1] == "a:final:0"
+        engine.let("x:batch:0", "a:final:0")
+        assert done.wait(3)
+    assert engine.started[2] == "y:batch:0"
+
+
+def test_an_overdue_window_may_take_the_last_worker() -> None:
+    engine, done = Concurrent(2, ("x:batch:0", "y:batch:0")), Results()
+    with Scheduler(engine, batch_patience=5.0) as s:  # type: ignore[arg-type]
+        s.submit(job("x", "batch", 0, done))
+        assert engine.wait_started(1)
+        overdue = job("y", "batch", 0, done)
+        overdue.submitted -= 5.0
+        s.submit(overdue)
+        assert engine.wait_started(2)
+        engine.let("x:batch:0", "y:batch:0")
+        assert done.wait(2)
+
+
+def test_callbacks_are_called_one_at_a_time() -> None:
+    engine = Concurrent(4, tuple(f"{x}:final:0" for x in "abcd"))
+    inside, most, lock = [0], [0], threading.Lock()
+    finished = Results()
+
+    def slow(result: JobResult) -> None:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        threading.Event().wait(0.02)
+        with lock:
+            inside[0] -= 1
+        finished.append(result)
+
+    with Scheduler(engine) as s:  # type: ignore[arg-type]
+        for stream in "abcdefgh":
+            j = job(stream, "final", 0, [])
+            j.on_done = slow
+            s.submit(j)
+        assert engine.wait_started(4)
+        engine.let(*(f"{x}:final:0" for x in "abcd"))  # four decodes end at once
+        assert s.wait_idle(timeout=10) and finished.wait(8)
+    assert most[0] == 1
+    assert engine.most == 4
+
+
+def test_stop_drains_the_finals_of_every_worker() -> None:
+    held = tuple(f"{x}:final:0" for x in "abc")
+    engine, done = Concurrent(3, held), Results()
+    s = Scheduler(engine).start()  # type: ignore[arg-type]
+    for stream in "abc":
+        for n in range(2):
+            s.submit(job(stream, "final", n, done))
+    assert engine.wait_started(3)
+    stopper = threading.Thread(target=s.stop)
+    stopper.start()
+    engine.let(*held)
+    stopper.join(10)
+    assert not stopper.is_alive() and not s.running
+    assert sorted(engine.started) == sorted(f"{x}:final:{n}" for x in "abc" for n in range(2))

@@ -6,9 +6,10 @@ or OpenAI itself. It meets `engine.contract.Transcriber`, so everything else
 Each utterance or window goes as a 16 kHz mono 16-bit WAV file, asking for
 ``verbose_json`` with segment (and, when asked, word) times, which map back to
 `Segment` and `Word` shifted by the offset. One `httpx.Client` keeps its
-connections alive. The engine is called by one thread at a time (the scheduler's
-worker, or the file pipeline), so one request is in flight; it is thread-safe all
-the same, for a caller that has more threads.
+connections alive. The engine is thread-safe and says how many requests it keeps
+in flight (`concurrency`, `RemoteOptions.concurrency`): the scheduler runs that many
+workers, so the finals and partials of many streams are decoded at once, each
+stream's in order.
 
 Faults lose nothing silently. An engine that cannot be reached at the start is an
 `EngineError` naming the URL. One that fails or stalls later is retried with
@@ -73,6 +74,8 @@ class RemoteOptions:
     connect_timeout: float = 5.0
     max_wait: float = 60.0  # seconds utterances wait for an engine that stopped answering
     audio_format: str = "wav"  # or "flac": a third of the bytes, more CPU both ends
+    #: Requests in flight at most (the scheduler's workers, the open connections).
+    concurrency: int = 8
 
     @property
     def base(self) -> str:
@@ -118,6 +121,8 @@ class RemoteEngine:
                 f"The engine {options.url!r} is not a URL: give it as http://host:port "
                 "(or https://)."
             )
+        if options.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.options = options
         self.on_notice = on_notice
         self.losses: list[Lost] = []
@@ -128,7 +133,11 @@ class RemoteEngine:
             timeout=httpx.Timeout(options.timeout, connect=options.connect_timeout),
             # Idle connections are dropped before uvicorn's 5 s keep-alive ends, so a
             # request never races the server closing the connection it reuses.
-            limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=4.0),
+            limits=httpx.Limits(
+                max_connections=options.concurrency,
+                max_keepalive_connections=options.concurrency,
+                keepalive_expiry=4.0,
+            ),
         )
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -148,6 +157,11 @@ class RemoteEngine:
     @property
     def name(self) -> str:
         return self.model
+
+    @property
+    def concurrency(self) -> int:
+        """Requests it takes at once: the scheduler runs this many workers."""
+        return self.options.concurrency
 
     @property
     def url(self) -> str:

@@ -1,4 +1,4 @@
-"""The one thread that owns the model, serving jobs from one or many live streams.
+"""The worker threads that own the engine, serving jobs from one or many live streams.
 
 Finals (closed utterances) always run before partials (the growing audio of an
 utterance still open), and streams take turns, so one busy stream cannot starve
@@ -8,6 +8,13 @@ the others. Finals are never dropped: a stream with too many queued finals makes
 Batch jobs (the windows of an uploaded file, `engine.batch`) come after both, so
 an upload uses the time live streams leave; one that has waited `batch_patience`
 seconds goes next, so an upload is slowed by live work but never stopped.
+
+A local model has one worker. An engine that can take several requests at once
+(a remote one) says how many in its ``concurrency`` attribute, and the scheduler
+runs that many workers, under the same rules: a stream has at most one job in
+flight, so its finals are decoded and handed over in order, each with the text of
+the ones before; the callbacks (`Job.on_done`) are called one at a time; and
+uploads' windows leave one worker to live work unless they are overdue.
 """
 
 from __future__ import annotations
@@ -96,11 +103,13 @@ class _Queues:
 
 
 class Scheduler:
-    """Runs jobs on one worker thread. `start`/`stop` are idempotent; use it as a
-    context manager to be sure the worker ends.
+    """Runs jobs on worker threads. `start`/`stop` are idempotent; use it as a
+    context manager to be sure the workers end.
 
     *batch_patience*: the seconds a batch job waits behind live work at most before
-    it goes next (see `_next`)."""
+    it goes next (see `_next`). *workers*: how many jobs run at once; by default the
+    engine's ``concurrency`` (1 for an engine without one, such as the local model,
+    which one thread at a time may call)."""
 
     def __init__(
         self,
@@ -109,49 +118,63 @@ class Scheduler:
         max_finals_per_stream: int = 32,
         max_partials_per_stream: int = 1,
         batch_patience: float = 10.0,
+        workers: int | None = None,
     ) -> None:
+        if workers is None:
+            workers = int(getattr(engine, "concurrency", 1))
         if max_finals_per_stream < 1 or max_partials_per_stream < 1:
             raise ValueError("queue sizes must be at least 1")
         if batch_patience < 0:
             raise ValueError("batch_patience cannot be negative")
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self.engine = engine
         self.max_finals = max_finals_per_stream
         self.max_partials = max_partials_per_stream
         self.batch_patience = batch_patience
+        self.workers = workers
         self._streams: dict[Hashable, _Queues] = {}
         self._turns: deque[Hashable] = deque()  # round-robin order of streams
-        self._running: Job | None = None
+        self._running: dict[Hashable, Job] = {}  # by stream: one job each at most
         self._cond = threading.Condition()
+        self._done = threading.Lock()  # one callback at a time
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> Scheduler:
         with self._cond:
-            if self._thread is None or not self._thread.is_alive():
+            if not any(t.is_alive() for t in self._threads):
                 self._stop.clear()
-                self._thread = threading.Thread(
-                    target=self._work, name="livewhisper-engine", daemon=True
-                )
-                self._thread.start()
+                self._threads = [
+                    threading.Thread(
+                        target=self._work,
+                        name="livewhisper-engine" + (f"-{n + 1}" if n else ""),
+                        daemon=True,
+                    )
+                    for n in range(self.workers)
+                ]
+                for thread in self._threads:
+                    thread.start()
         return self
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish the queued finals, drop the partials, answer the queued batch jobs
-        with `SchedulerStopped` (their owners are waiting), and end the worker."""
+        with `SchedulerStopped` (their owners are waiting), and end the workers
+        (*timeout* for each)."""
         with self._cond:
             self._stop.set()
             for q in self._streams.values():
                 q.partials.clear()
             self._cond.notify_all()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+        return any(t.is_alive() for t in self._threads) and not self._stop.is_set()
 
     def __enter__(self) -> Scheduler:
         return self.start()
@@ -210,14 +233,12 @@ class Scheduler:
         """Wait until *stream* (or every stream) has no final queued or running."""
 
         def idle() -> bool:
-            running = self._running
             if stream is None:
-                busy = running is not None or any(q.finals for q in self._streams.values())
+                busy = bool(self._running) or any(q.finals for q in self._streams.values())
             else:
                 q = self._streams.get(stream)
-                busy = bool(q and q.finals) or (
-                    running is not None and running.stream == stream and running.kind == "final"
-                )
+                running = self._running.get(stream)
+                busy = bool(q and q.finals) or (running is not None and running.kind == "final")
             return not busy
 
         with self._cond:
@@ -233,9 +254,7 @@ class Scheduler:
                 if stream is None or s == stream
                 for j in (*q.finals, *q.partials, *q.batch)
             ]
-            running = self._running
-            if running is not None and (stream is None or running.stream == stream):
-                jobs.append(running)
+            jobs.extend(j for s, j in self._running.items() if stream is None or s == stream)
         return Backlog(
             finals=sum(j.kind == "final" for j in jobs),
             partials=sum(j.kind == "partial" for j in jobs),
@@ -247,7 +266,8 @@ class Scheduler:
     # ------------------------------------------------------------------ worker
 
     def _next(self) -> Job | None:
-        """The next job, streams in turn; None once stopped and drained.
+        """The next job, streams in turn, of a stream with no job in flight; None
+        once stopped and nothing is left that this worker could take.
 
         Finals first, then partials, then batch jobs, except that a batch job that
         has waited `batch_patience` seconds goes before them all. What bounds the
@@ -255,20 +275,22 @@ class Scheduler:
         at that moment and for the windows of other uploads that are overdue too
         (one each: an upload has one window queued at a time). Live work, in turn,
         waits for at most one window of each upload in `batch_patience` seconds,
-        besides the job running when it came.
+        besides the job running when it came. With several workers, windows that are
+        not overdue take all but one of them, so live work never waits for a window.
         """
         with self._cond:
             while True:
                 now = time.monotonic()
+                windows = sum(j.kind == "batch" for j in self._running.values())
                 job = (
                     self._take("batch", queued_by=now - self.batch_patience)
                     or self._take("final")
                     or self._take("partial")
-                    or self._take("batch")
+                    or (self._take("batch") if windows < max(1, self.workers - 1) else None)
                 )
                 if job is not None:
                     job.started = now
-                    self._running = job
+                    self._running[job.stream] = job
                     self._cond.notify_all()  # a submit may be waiting for room
                     return job
                 if self._stop.is_set():
@@ -277,11 +299,13 @@ class Scheduler:
 
     def _take(self, kind: JobKind, queued_by: float = math.inf) -> Job | None:
         """The first job of *kind* submitted by *queued_by* (a `time.monotonic` time)
-        at the head of a stream's queue, in the streams' turn; the streams looked at
-        go to the back. Called with the lock held."""
+        at the head of the queue of a stream with no job in flight, in the streams'
+        turn; the streams looked at go to the back. Called with the lock held."""
         for _ in range(len(self._turns)):
             stream = self._turns[0]
             self._turns.rotate(-1)
+            if stream in self._running:
+                continue
             q = self._streams[stream].get(kind)
             if q and q[0].submitted <= queued_by:
                 return q.popleft()
@@ -294,7 +318,7 @@ class Scheduler:
                     self._run(job)
             finally:
                 with self._cond:
-                    self._running = None
+                    del self._running[job.stream]
                     self._cond.notify_all()
 
     def _run(self, job: Job) -> None:
@@ -312,7 +336,8 @@ class Scheduler:
         done = time.monotonic()
         result = JobResult(job, transcription, error, started - job.submitted, done - started)
         try:
-            job.on_done(result)
+            with self._done:
+                job.on_done(result)
         except Exception:
             # One stream's broken callback must not stop the others' work.
             log.exception("the result callback of stream %r failed", job.stream)
