@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from continuous import percentile
 from corpus import DEFAULT_OUT as DEFAULT_CORPUS
 from corpus import DEFAULT_SHARED
 from latency import Program, final_delays, speech_end, write_wav
@@ -226,18 +227,6 @@ class Soak:
             "no_backlog": bool(self.drain_seconds <= 5.0 and self.busy_statuses == 0),
         }
         return result
-
-
-def percentile(values: list[float | None], q: float) -> float:
-    """Linear percentile with a miss (None) as infinitely late."""
-    if not values:
-        return math.nan
-    ordered = sorted(math.inf if v is None else v for v in values)
-    pos = q / 100 * (len(ordered) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    if math.isinf(ordered[hi]):
-        return math.inf
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 # --------------------------------------------------------------------------- session

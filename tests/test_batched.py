@@ -15,7 +15,6 @@ from livewhisper.audio.files import read_all
 from livewhisper.audio.pcm import SAMPLE_RATE
 from livewhisper.engine import lanes
 from livewhisper.engine.contract import TranscribeOptions
-from livewhisper.engine.local import quietest_cut
 from livewhisper.metrics import normalize, word_error_rate
 from test_file_cli import write_wav
 
@@ -72,7 +71,7 @@ def bursts(seconds: float) -> np.ndarray:
 
 def test_without_vad_windows_are_cut_at_pauses_and_cover_the_audio() -> None:
     audio = bursts(95.0)
-    windows = lanes.plan(audio, vad_filter=False, quietest_cut=quietest_cut)
+    windows = lanes.plan(audio, vad_filter=False)
     # Each window ends at a pause in its last 10 s.
     assert all(lanes.WINDOW - 10 <= w.seconds <= lanes.WINDOW for w in windows[:-1])
     assert np.array_equal(np.concatenate([w.audio for w in windows]), audio)

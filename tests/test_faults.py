@@ -34,6 +34,8 @@ from livewhisper.live.stream import LiveStream, StreamOptions
 from livewhisper.metrics import word_error_rate as wer
 from livewhisper.transcript import Segment, TextEvent
 from livewhisper.writers import AppendingTranscript
+from test_live import beeps as live_beeps
+from test_live import loud
 
 TESTS = Path(__file__).parent
 DATA = TESTS / "data"
@@ -70,18 +72,9 @@ class FailingEngine:
         return Transcription([Segment(offset, end, text)] if text else [], "en")
 
 
-def loud(frame: np.ndarray) -> bool:
-    return bool(np.abs(frame).max() > 0.05)
-
-
 def beeps(*pattern: tuple[float, float]) -> np.ndarray:
     """(seconds of silence, seconds of sound) pairs, then a second of silence."""
-    parts = []
-    for gap, sound in pattern:
-        parts.append(np.zeros(int(gap * 16000), np.float32))
-        parts.append(np.full(int(sound * 16000), 0.3, np.float32))
-    parts.append(np.zeros(16000, np.float32))
-    return np.concatenate(parts)
+    return np.concatenate([live_beeps(*pattern), np.zeros(16000, np.float32)])
 
 
 class ArraySource:

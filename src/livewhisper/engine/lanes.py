@@ -31,7 +31,7 @@ Here:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from livewhisper.audio.pcm import SAMPLE_RATE
 from livewhisper.engine.contract import TranscribeOptions
-from livewhisper.engine.guards import is_hallucination
+from livewhisper.engine.guards import compression_ratio, is_hallucination
 from livewhisper.transcript import Segment, Word
 
 #: Seconds of speech in one window at most: Whisper's own window.
@@ -91,27 +91,20 @@ class Window:
         return len(self.parts) - 1
 
 
-def plan(
-    audio: np.ndarray,
-    vad_filter: bool,
-    quietest_cut: Callable[[np.ndarray, int], int],
-) -> list[Window]:
+def plan(audio: np.ndarray, vad_filter: bool) -> list[Window]:
     """The windows of *audio*: its speech (Silero VAD, as faster-whisper's
     ``vad_filter``), packed into windows of at most `WINDOW` seconds that end
-    between two stretches of speech; without *vad_filter*, the audio itself cut at
-    its quietest point within the last 10 s of every window."""
+    between two stretches of speech; without *vad_filter*, the audio itself cut as
+    an upload's windows are (`engine.batch.windows`)."""
     limit = int(WINDOW * SAMPLE_RATE)
     if not vad_filter:
-        windows, start = [], 0
-        while start < len(audio):
-            end = len(audio)
-            if end - start > limit:
-                search = limit - 10 * SAMPLE_RATE
-                end = start + quietest_cut(audio[start : start + limit], search)
-            piece = audio[start:end]
-            windows.append(Window(piece, [(0.0, len(piece) / SAMPLE_RATE, start / SAMPLE_RATE)]))
-            start = end
-        return windows
+        from livewhisper.engine.batch import windows as cut  # it imports engine.local
+
+        out, at = [], 0.0
+        for piece in cut([audio], window=WINDOW):
+            out.append(Window(piece, [(0.0, len(piece) / SAMPLE_RATE, at)]))
+            at += len(piece) / SAMPLE_RATE
+        return out
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     # faster-whisper's own VAD settings, with no stretch of speech longer than a
@@ -213,7 +206,7 @@ class LaneDecoder:
             results = self._generate(encoded[pending], [histories[i] for i in pending], temperature)
             still = []
             for i, (tokens, logprob, no_speech) in zip(pending, results, strict=True):
-                ratio = _compression_ratio(self.tokenizer.decode(tokens))
+                ratio = compression_ratio(self.tokenizer.decode(tokens).strip())
                 tried[i].append((tokens, logprob, no_speech, ratio, temperature))
                 w = windows[i]
                 w.tokens, w.avg_logprob, w.no_speech_prob = tokens, logprob, no_speech
@@ -362,10 +355,3 @@ def _ends(group: list[Word], next_word: Word) -> bool:
     if next_word.start - group[-1].end >= SEGMENT_PAUSE:
         return True
     return group[-1].end - group[0].start >= SEGMENT_LONG and last.endswith(CLAUSE_END)
-
-
-def _compression_ratio(text: str) -> float:
-    import zlib
-
-    data = text.strip().encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0

@@ -394,7 +394,7 @@ class Engine:
         tokenizer = Tokenizer(
             self._model.hf_tokenizer, self.multilingual, task=rest.task, language=language
         )
-        windows = lanes_plan(audio, rest.vad_filter, quietest_cut)
+        windows = lanes_plan(audio, rest.vad_filter)
         runs = deal(windows, lanes)
         prompt = first.initial_prompt
         previous = tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
