@@ -43,10 +43,12 @@ TOKEN = "s3cret"
 MAX_CLIENTS = 4
 MAX_UPLOAD_MB = 1
 SPEECH = "jfk.flac"
-#: Growth of the server's resident memory over its size after a first session and a
-#: first upload that the attacks may cause (an upload of speech alone peaks about
-#: 50 MB higher while its windows decode, so the attacks upload no speech); a 100 MB
-#: message held anywhere would pass it.
+#: How far the server's resident memory may rise during the attacks above its peak
+#: while a first session and first uploads decoded: the model's working set is in
+#: that peak (a decode of 5 hypotheses, as a fallback runs, takes about 150 MB for a
+#: moment with CTranslate2's MKL backend, 50 MB with oneDNN, and gives it back), so
+#: what is left is what the attacks made the server hold; a 100 MB message held
+#: anywhere would pass it.
 MAX_GROWTH_MB = 60
 HEADER_TIMEOUT = 10.0  # ServerOptions.header_timeout, the default
 SEND_TIMEOUT = 20.0  # ServerOptions.send_timeout, the default
@@ -395,32 +397,36 @@ def test_a_speaker_keeps_its_text_and_latency_while_hostile_clients_attack(
     webm = encoded_speech(SPEECH, "webm")
     reference = references[SPEECH]
 
-    # Alone first: the text, the latency, and the memory after a session and an
-    # upload (the model warm on both paths: an upload decodes 30 s windows).
-    alone_text, alone_latency = asyncio.run(speaker(served, audio))
-    assert word_error_rate(reference, alone_text) <= 0.2, alone_text
-    # WebM under a WAV name and type is decoded for what it is.
-    warm = httpx.post(
-        f"http://127.0.0.1:{served.port}/v1/audio/transcriptions",
-        files={"file": ("speech.wav", webm, "audio/wav")},
-        data={"model": "whisper-1"},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=120,
-    )
-    assert warm.status_code == 200, warm.text
-    assert word_error_rate(reference, warm.json()["text"]) <= 0.2, warm.text
-    baseline = served.rss_mb()
-
-    peak = [baseline]
+    # Resident memory, sampled often enough to catch a decode's working set.
+    peak = [served.rss_mb()]
     sampling = threading.Event()
 
     def sample() -> None:
-        while not sampling.wait(0.1):
+        while not sampling.wait(0.02):
             with contextlib.suppress(OSError, AssertionError):
                 peak[0] = max(peak[0], served.rss_mb())
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+
+    # Alone first: the text, the latency, and the memory's peak through a session and
+    # uploads (the model warm on both paths, and decoding 5 sampled hypotheses, the
+    # largest working set a fallback on noise needs).
+    alone_text, alone_latency = asyncio.run(speaker(served, audio))
+    assert word_error_rate(reference, alone_text) <= 0.2, alone_text
+    for temperature in ["0", "0.8"]:
+        # WebM under a WAV name and type is decoded for what it is.
+        warm = httpx.post(
+            f"http://127.0.0.1:{served.port}/v1/audio/transcriptions",
+            files={"file": ("speech.wav", webm, "audio/wav")},
+            data={"model": "whisper-1", "temperature": temperature},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=120,
+        )
+        assert warm.status_code == 200, warm.text
+        assert word_error_rate(reference, warm.json()["text"]) <= 0.3, warm.text
+    baseline = served.rss_mb()
+    warm_peak = peak[0]
     results: dict[str, Any] = {}
 
     def in_thread(name: str, func: Callable[[], Any]) -> threading.Thread:
@@ -488,15 +494,18 @@ def test_a_speaker_keeps_its_text_and_latency_while_hostile_clients_attack(
     assert max(held) <= HEADER_TIMEOUT + 5, held
     stalled, dropped = results["never_reads"]
     assert dropped <= stalled + SEND_TIMEOUT + LINGER + 30, (stalled, dropped)
-    # Memory stayed bounded through all of it.
-    growth = peak[0] - baseline
+    # Memory stayed bounded through all of it, and nothing is held after it.
+    growth = peak[0] - warm_peak
+    after = served.rss_mb()
     print(
         f"alone: {alone_latency:.2f} s; under attack: "
-        f"{', '.join(f'{lat:.2f}' for _, lat in sessions)} s; RSS {baseline:.0f} MB, "
-        f"peak +{growth:.0f} MB; slowloris held up to {max(held):.1f} s; "
+        f"{', '.join(f'{lat:.2f}' for _, lat in sessions)} s; RSS {baseline:.0f} MB "
+        f"(peak {warm_peak:.0f} MB while warming), under attack peak {growth:+.0f} MB, "
+        f"after {after - baseline:+.0f} MB; slowloris held up to {max(held):.1f} s; "
         f"never-reader stalled at {stalled:.1f} s, dropped at {dropped:.1f} s"
     )
-    assert growth < MAX_GROWTH_MB, (baseline, peak[0])
+    assert growth < MAX_GROWTH_MB, (warm_peak, peak[0])
+    assert after - baseline < MAX_GROWTH_MB, (baseline, after)
     # And the server is whole: a new session, alone, still gets its text.
     text, _ = asyncio.run(speaker(served, audio))
     assert word_error_rate(reference, text) <= 0.2, text

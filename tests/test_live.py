@@ -693,13 +693,21 @@ def test_real_speech_partials_settle_and_long_speech_comes_in_pieces(
     # Read-aloud speech; a 3 s --silence-ms makes its pauses no ends, so only the
     # piece cuts can finalise it before the end. It is fed as fast as the model
     # keeps up, not in real time: how many passes a slow or busy machine manages in
-    # real time is a benchmark's question (bench/latency.py), not this test's.
+    # real time is a benchmark's question (bench/latency.py), not this test's. So the
+    # partial passes are not spaced by their own time either: a pass is timed on the
+    # clock, which this feed does not follow, and on a slow CPU (MKL on a non-Intel
+    # one takes 3.5 s a pass) the default share would leave one pass an utterance.
+    # A pass a second of audio, whatever it takes.
     audio = np.concatenate(
         [np.zeros(8000, np.float32), speech("pocketsphinx_librivox_austen_5utt.flac")]
     )
     offline = engine.transcribe(audio, TranscribeOptions()).text
     events: list[TextEvent] = []
-    options = StreamOptions(segmenter=SegmenterOptions(silence_ms=3000, max_utterance_s=30.0))
+    options = StreamOptions(
+        segmenter=SegmenterOptions(silence_ms=3000, max_utterance_s=30.0),
+        partial_interval=1.0,
+        partial_share=1e6,
+    )
     with Scheduler(engine) as scheduler:
         stream = LiveStream(scheduler, options, events.append)
         feed_in_step(stream, audio, step=0.05)
