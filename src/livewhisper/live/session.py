@@ -1,17 +1,20 @@
-"""``livewhisper listen``'s session: a source through one `LiveStream` into the sinks."""
+"""``livewhisper listen``'s session: each input through a `LiveStream` of its own into
+the sinks."""
 
 from __future__ import annotations
 
 import statistics
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from livewhisper.audio.sources import Source
 from livewhisper.engine.scheduler import Scheduler
 from livewhisper.errors import LivewhisperError
 from livewhisper.live.contract import Emit, StreamStatus
+from livewhisper.live.echo import Echo
 from livewhisper.live.recorder import AudioRecorder
-from livewhisper.live.stream import StreamOptions
+from livewhisper.live.stream import LiveStream, StreamOptions
 from livewhisper.live.streams import Streams
 from livewhisper.transcript import TextEvent
 
@@ -77,68 +80,176 @@ class SessionResult:
     summary: Summary
     error: LivewhisperError | None = None  # what ended the session early, if anything
     interrupted: bool = False  # ended by Ctrl-C
+    #: Inputs that ended before the session did, with why (several inputs only).
+    ended: tuple[tuple[str, LivewhisperError], ...] = ()
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of a session: a source and its label on the events (None: the only
+    input, whose events carry no label)."""
+
+    source: Source
+    label: str | None = None
+
+
+#: Called with an input's label and the error that ended it while others go on.
+InputEnded = Callable[[str, LivewhisperError], None]
+
+
+class _Feed:
+    """One input's source through its stream, on a thread of its own."""
+
+    def __init__(self, item: Input, stream: LiveStream) -> None:
+        self.input = item
+        self.stream = stream
+        self.error: LivewhisperError | None = None
+        self.thread: threading.Thread | None = None
+
+    def run(self, stop: threading.Event, recorder: AudioRecorder | None) -> None:
+        source = self.input.source
+        try:
+            for block in source.blocks(stop):
+                self.stream.feed(block)
+                if recorder is not None:
+                    recorder.write(block)
+                if self.stream.error is not None:
+                    break
+        except LivewhisperError as exc:
+            self.error = exc
+        finally:
+            source.close()
 
 
 class Session:
-    """``livewhisper listen``: a source through one `LiveStream` into the sinks.
+    """``livewhisper listen``: each input through a `LiveStream` of its own into the
+    sinks. The streams share the scheduler and one sequence of utterance ids; the
+    events of all of them go to the same sinks, in the order they are decoded.
 
     Setting `stop` (the command line does on Ctrl-C) ends the session normally: the
-    open utterance is transcribed and written before `run` returns.
+    open utterances are transcribed and written before `run` returns. An input that
+    ends on its own (a device unplugged) ends its stream; the others go on, and
+    *on_input_end* is told. With several inputs, each is read on a thread of its
+    own; a single input is read on the caller's.
     """
 
     def __init__(
         self,
-        source: Source,
+        source: Source | Sequence[Input],
         scheduler: Scheduler,
         options: StreamOptions | None = None,
         sinks: list[Emit] | None = None,
         *,
         recorder: AudioRecorder | None = None,
         finish_timeout: float | None = None,
+        on_input_end: InputEnded | None = None,
+        echo: Echo | None = None,
     ) -> None:
-        self.source = source
+        inputs = [Input(source)] if not isinstance(source, Sequence) else list(source)
+        if not inputs:
+            raise ValueError("a session needs an input")
+        if len(inputs) > 1 and recorder is not None:
+            raise ValueError("a session with several inputs cannot record one audio file")
+        self.inputs = inputs
+        self.source = inputs[0].source
         self.scheduler = scheduler
         self.sinks = list(sinks or [])
         self.recorder = recorder
         self.finish_timeout = finish_timeout
+        self.on_input_end = on_input_end
+        self.echo = echo
         self.stop = threading.Event()
-        self.stream = Streams(scheduler, options).open(self._emit)
+        streams = Streams(scheduler, options)
+        self._feeds = [_Feed(i, streams.open(self._emit, source=i.label)) for i in inputs]
+        self.stream = self._feeds[0].stream
+        self._emit_lock = threading.Lock()
+
+    @property
+    def streams(self) -> list[tuple[str | None, LiveStream]]:
+        return [(f.input.label, f.stream) for f in self._feeds]
 
     def _emit(self, event: TextEvent) -> None:
+        with self._emit_lock:  # streams' events come from the one worker, but in case
+            events = [event] if self.echo is None else self.echo.take(event)
+            self._send(events)
+
+    def _send(self, events: list[TextEvent]) -> None:
         error: LivewhisperError | None = None
-        for sink in self.sinks:  # every sink gets the line, even if one fails
-            try:
-                sink(event)
-            except LivewhisperError as exc:
-                error = error or exc
+        for event in events:
+            for sink in self.sinks:  # every sink gets the line, even if one fails
+                try:
+                    sink(event)
+                except LivewhisperError as exc:
+                    error = error or exc
         if error is not None:
             raise error
 
     def status(self) -> StreamStatus:
         return replace(self.stream.status(), overflows=self.source.overflows)
 
+    def statuses(self) -> list[tuple[str | None, StreamStatus, bool]]:
+        """Each input's label, status and whether it is still running, for a view."""
+        return [
+            (
+                f.input.label,
+                replace(f.stream.status(), overflows=f.input.source.overflows),
+                f.thread is None or f.thread.is_alive(),
+            )
+            for f in self._feeds
+        ]
+
     def run(self) -> SessionResult:
-        error: LivewhisperError | None = None
-        try:
-            for block in self.source.blocks(self.stop):
-                self.stream.feed(block)
-                if self.recorder is not None:
-                    self.recorder.write(block)
-                if self.stream.error is not None:
-                    break
-        except LivewhisperError as exc:
-            error = exc
-        finally:
-            self.source.close()
-        self.stream.finish(self.finish_timeout)
+        if len(self._feeds) == 1:
+            self._feeds[0].run(self.stop, self.recorder)
+        else:
+            self._run_all()
+        for feed in self._feeds:
+            feed.stream.finish(self.finish_timeout)
+        if self.echo is not None:
+            with self._emit_lock:
+                self._send(self.echo.flush())
         if self.recorder is not None:
             self.recorder.close()
-        stream_error = self.stream.error
-        if isinstance(stream_error, LivewhisperError):
-            error = error or stream_error
-        elif stream_error is not None:
-            raise stream_error
+        errors: list[LivewhisperError] = []
+        for feed in self._feeds:
+            stream_error = feed.stream.error
+            if stream_error is not None and not isinstance(stream_error, LivewhisperError):
+                raise stream_error
+            errors += [e for e in (feed.error, stream_error) if e is not None]
+        ended = tuple((f.input.label or "", f.error) for f in self._feeds if f.error is not None)
+        # The session failed when an output or the engine did, or when every input
+        # ended on its own; one input of several going away is not a failure.
+        outputs = [f.stream.error for f in self._feeds if f.stream.error is not None]
+        every = all(f.error is not None for f in self._feeds)
+        error = (outputs[0] if outputs else None) or (errors[-1] if every and errors else None)
+        assert error is None or isinstance(error, LivewhisperError)
         summary = Summary(
-            self.stream.segmenter.time, self.stream.utterances, tuple(self.stream.latencies)
+            max(f.stream.segmenter.time for f in self._feeds),
+            sum(f.stream.utterances for f in self._feeds),
+            tuple(x for f in self._feeds for x in f.stream.latencies),
         )
-        return SessionResult(summary, error, self.stop.is_set())
+        return SessionResult(summary, error, self.stop.is_set(), ended)
+
+    def _run_all(self) -> None:
+        for feed in self._feeds:
+            feed.thread = threading.Thread(
+                target=feed.run,
+                args=(self.stop, None),
+                name=f"input-{feed.input.label}",
+                daemon=True,
+            )
+            feed.thread.start()
+        told: set[int] = set()
+        while True:
+            alive = [f for f in self._feeds if f.thread is not None and f.thread.is_alive()]
+            for i, feed in enumerate(self._feeds):
+                if feed not in alive and feed.error is not None and i not in told:
+                    told.add(i)
+                    if self.on_input_end is not None and alive and not self.stop.is_set():
+                        self.on_input_end(feed.input.label or "", feed.error)
+            if not alive:
+                return
+            # An output that failed ends every input: nothing more can be written.
+            if any(f.stream.error is not None for f in self._feeds):
+                self.stop.set()
+            alive[0].thread.join(0.1)  # type: ignore[union-attr]
