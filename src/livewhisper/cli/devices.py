@@ -24,7 +24,8 @@ from livewhisper.errors import LivewhisperError
 @click.command("devices")
 def devices_command() -> None:
     """List the audio input devices; * marks the default, "system" what the
-    computer plays (the monitors of outputs, loopback devices).
+    computer plays (the monitors of outputs, loopback devices), the others are
+    microphones.
 
     \b
     Pass the index or part of the name to 'livewhisper listen --device';
@@ -49,12 +50,13 @@ def devices_command() -> None:
             "*" if d.default else "",
             str(d.index),
             d.name,
-            "system" if d.system else "mic",
+            "system" if d.system else "",
             d.hostapi,
             str(d.channels),
             f"{d.samplerate:g} Hz",
         )
-    out = Console(highlight=False)
+    # Piped (to grep, to a file), a row stays one line whatever its length.
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     out.print(table)
     try:
         system = system_device()

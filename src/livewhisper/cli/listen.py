@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
     from livewhisper.cli.view import LiveView
     from livewhisper.engine.contract import Transcriber
-    from livewhisper.live.echo import Echo
     from livewhisper.live.session import Input, Outputs, Partials, Session, SessionResult
     from livewhisper.transcript import TextEvent
 
@@ -292,16 +291,14 @@ def listen_command(
             options,
             recorder=recorder,
             on_input_end=lambda label, exc: say(f"{label}: {exc}"),
-            echo=_echo(inputs),
+            system=_system_labels(inputs),
         )
-        if session.echo is not None:
-            session.echo.pending = lambda: _system_pending(session)
         label = engine.name if engine_url is None else f"{engine.name} at {engine_url}"
         result = _run(session, outputs, console, label, fmt, wants, quiet=quiet, notices=notices)
     if not quiet:
         console.print(str(result.summary), highlight=False, markup=False)
-        if session.echo is not None and session.echo.dropped:
-            count = len(session.echo.dropped)
+        if session.merge is not None and session.merge.dropped:
+            count = len(session.merge.dropped)
             lines = "1 microphone line" if count == 1 else f"{count} microphone lines"
             console.print(
                 f"Left out {lines} that repeated the system audio (a loudspeaker heard by "
@@ -514,33 +511,14 @@ def _open_inputs(
     return inputs
 
 
-def _echo(inputs: list[Input]) -> Echo | None:
-    """Echo removal when a microphone hears beside the system audio."""
-    from livewhisper.live.echo import Echo
-
-    system = frozenset(
-        i.label for i in inputs if i.label is not None and (i.label == SYSTEM or _is_system(i))
+def _system_labels(inputs: list[Input]) -> frozenset[str]:
+    """The labels of the inputs that carry what the computer plays."""
+    return frozenset(
+        i.label
+        for i in inputs
+        if i.label is not None
+        and (i.label == SYSTEM or getattr(getattr(i.source, "device", None), "system", False))
     )
-    if not system or len(system) == len(inputs):
-        return None
-    return Echo(system)
-
-
-def _is_system(item: Input) -> bool:
-    device = getattr(item.source, "device", None)
-    return bool(getattr(device, "system", False))
-
-
-def _system_pending(session: Session) -> bool:
-    """Whether a system input has speech not yet transcribed."""
-    echo = session.echo
-    assert echo is not None
-    for label, stream in session.streams:
-        if label in echo.system:
-            status = stream.status()
-            if status.state != "listening" or status.pending:
-                return True
-    return False
 
 
 def _open_source(

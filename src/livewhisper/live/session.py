@@ -12,7 +12,7 @@ from livewhisper.audio.sources import Source
 from livewhisper.engine.scheduler import Scheduler
 from livewhisper.errors import LivewhisperError
 from livewhisper.live.contract import Emit, StreamStatus
-from livewhisper.live.echo import Echo
+from livewhisper.live.merge import Merge
 from livewhisper.live.recorder import AudioRecorder
 from livewhisper.live.stream import LiveStream, StreamOptions
 from livewhisper.live.streams import Streams
@@ -124,7 +124,8 @@ class _Feed:
 class Session:
     """``livewhisper listen``: each input through a `LiveStream` of its own into the
     sinks. The streams share the scheduler and one sequence of utterance ids; the
-    events of all of them go to the same sinks, in the order they are decoded.
+    events of all of them go to the same sinks, finals in time order and without
+    a microphone's echoes of the system audio (`merge.Merge`).
 
     Setting `stop` (the command line does on Ctrl-C) ends the session normally: the
     open utterances are transcribed and written before `run` returns. An input that
@@ -143,7 +144,7 @@ class Session:
         recorder: AudioRecorder | None = None,
         finish_timeout: float | None = None,
         on_input_end: InputEnded | None = None,
-        echo: Echo | None = None,
+        system: frozenset[str] = frozenset(),
     ) -> None:
         inputs = [Input(source)] if not isinstance(source, Sequence) else list(source)
         if not inputs:
@@ -157,21 +158,43 @@ class Session:
         self.recorder = recorder
         self.finish_timeout = finish_timeout
         self.on_input_end = on_input_end
-        self.echo = echo
         self.stop = threading.Event()
         streams = Streams(scheduler, options)
         self._feeds = [_Feed(i, streams.open(self._emit, source=i.label)) for i in inputs]
         self.stream = self._feeds[0].stream
+        # Every output is called under this lock: from the scheduler's worker, and
+        # from `run`'s thread for finals held back by `merge`.
         self._emit_lock = threading.Lock()
+        self._merge_error: LivewhisperError | None = None
+        self.merge: Merge | None = None
+        if len(inputs) > 1:
+            labels = tuple(i.label or "" for i in inputs)
+            self.merge = Merge(labels, system, busy=self._busy)
 
     @property
     def streams(self) -> list[tuple[str | None, LiveStream]]:
         return [(f.input.label, f.stream) for f in self._feeds]
 
+    def _busy(self, label: str) -> bool:
+        """Whether input *label* has speech it has not transcribed yet."""
+        for feed in self._feeds:
+            if feed.input.label == label:
+                status = feed.stream.status()
+                return status.state != "listening" or status.pending > 0
+        return False
+
     def _emit(self, event: TextEvent) -> None:
-        with self._emit_lock:  # streams' events come from the one worker, but in case
-            events = [event] if self.echo is None else self.echo.take(event)
-            self._send(events)
+        with self._emit_lock:
+            self._send([event] if self.merge is None else self.merge.take(event))
+
+    def _release(self, *, force: bool = False) -> None:
+        """Send the finals `merge` no longer holds (on `run`'s thread)."""
+        assert self.merge is not None
+        with self._emit_lock:
+            try:
+                self._send(self.merge.flush() if force else self.merge.tick())
+            except LivewhisperError as exc:
+                self._merge_error = self._merge_error or exc
 
     def _send(self, events: list[TextEvent]) -> None:
         error: LivewhisperError | None = None
@@ -205,9 +228,8 @@ class Session:
             self._run_all()
         for feed in self._feeds:
             feed.stream.finish(self.finish_timeout)
-        if self.echo is not None:
-            with self._emit_lock:
-                self._send(self.echo.flush())
+        if self.merge is not None:
+            self._release(force=True)
         if self.recorder is not None:
             self.recorder.close()
         errors: list[LivewhisperError] = []
@@ -220,6 +242,7 @@ class Session:
         # The session failed when an output or the engine did, or when every input
         # ended on its own; one input of several going away is not a failure.
         outputs = [f.stream.error for f in self._feeds if f.stream.error is not None]
+        outputs += [self._merge_error] if self._merge_error is not None else []
         every = all(f.error is not None for f in self._feeds)
         error = (outputs[0] if outputs else None) or (errors[-1] if every and errors else None)
         assert error is None or isinstance(error, LivewhisperError)
@@ -249,7 +272,8 @@ class Session:
                         self.on_input_end(feed.input.label or "", feed.error)
             if not alive:
                 return
+            self._release()
             # An output that failed ends every input: nothing more can be written.
-            if any(f.stream.error is not None for f in self._feeds):
+            if self._merge_error is not None or any(f.stream.error for f in self._feeds):
                 self.stop.set()
             alive[0].thread.join(0.1)  # type: ignore[union-attr]
