@@ -120,6 +120,7 @@ class Scheduler:
         self.batch_patience = batch_patience
         self._streams: dict[Hashable, _Queues] = {}
         self._turns: deque[Hashable] = deque()  # round-robin order of streams
+        self._first: set[Hashable] = set()  # streams whose finals go before others'
         self._running: Job | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -187,6 +188,13 @@ class Scheduler:
                 q.partials.append(job)
             self._cond.notify_all()
 
+    def prefer(self, stream: Hashable) -> None:
+        """Run *stream*'s finals before other streams' finals (a session's microphone
+        beside its system audio: when the engine is behind, the user's own words
+        come first); preferred streams take turns among themselves."""
+        with self._cond:
+            self._first.add(stream)
+
     def discard_partials(self, stream: Hashable) -> None:
         """Drop a stream's queued partials (its utterance closed, or it went away)."""
         with self._cond:
@@ -205,6 +213,7 @@ class Scheduler:
                 if not q.finals:
                     del self._streams[stream]
                     self._turns.remove(stream)
+                    self._first.discard(stream)
 
     def wait_idle(self, stream: Hashable | None = None, timeout: float | None = None) -> bool:
         """Wait until *stream* (or every stream) has no final queued or running."""
@@ -262,6 +271,7 @@ class Scheduler:
                 now = time.monotonic()
                 job = (
                     self._take("batch", queued_by=now - self.batch_patience)
+                    or (self._first and self._take("final", among=self._first))
                     or self._take("final")
                     or self._take("partial")
                     or self._take("batch")
@@ -275,13 +285,18 @@ class Scheduler:
                     return None
                 self._cond.wait()
 
-    def _take(self, kind: JobKind, queued_by: float = math.inf) -> Job | None:
+    def _take(
+        self, kind: JobKind, queued_by: float = math.inf, among: set[Hashable] | None = None
+    ) -> Job | None:
         """The first job of *kind* submitted by *queued_by* (a `time.monotonic` time)
-        at the head of a stream's queue, in the streams' turn; the streams looked at
-        go to the back. Called with the lock held."""
+        at the head of a stream's queue (of a stream *among* these, if given), in the
+        streams' turn; the streams looked at go to the back. Called with the lock
+        held."""
         for _ in range(len(self._turns)):
             stream = self._turns[0]
             self._turns.rotate(-1)
+            if among is not None and stream not in among:
+                continue
             q = self._streams[stream].get(kind)
             if q and q[0].submitted <= queued_by:
                 return q.popleft()
