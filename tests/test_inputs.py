@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from livewhisper.engine.scheduler import JobResult, Scheduler
 from livewhisper.live.merge import Merge, repeated
 from livewhisper.live.sinks import format_event
 from livewhisper.metrics import word_error_rate as wer
 from livewhisper.transcript import Segment, TextEvent
 from livewhisper.writers import SrtWriter, TsvWriter, TxtWriter, VttWriter
 from test_live_e2e import Listen
+from test_scheduler import FakeEngine, job
 from vmic import VirtualMic, meeting  # noqa: F401  (fixture)
 
 DATA = Path(__file__).parent / "data"
@@ -105,6 +107,30 @@ def test_merge_finds_an_echo_that_spans_two_system_lines() -> None:
     merge.take(final("system", 10.4, 13.7, "Ask what you can do for your country."))
     echo = final("mic", 7.7, 13.8, "what your country ask what you can do for your country")
     assert merge.take(echo) == [] and merge.dropped == [echo]
+
+
+def test_the_microphone_goes_first_when_the_engine_is_behind() -> None:
+    engine, done = FakeEngine(hold_first=True), []
+    results: list[JobResult] = done
+    with Scheduler(engine) as scheduler:
+        scheduler.prefer("mic")
+        scheduler.submit(job("system", "final", 0, results))
+        assert engine.started.wait(5)  # the engine is busy; the rest queue up
+        scheduler.submit(job("system", "final", 1, results))
+        scheduler.submit(job("system", "final", 2, results))
+        scheduler.submit(job("mic", "final", 1, results))
+        scheduler.submit(job("mic", "final", 2, results))
+        scheduler.submit(job("mic", "partial", 3, results))
+        engine.release.set()
+        assert scheduler.wait_idle(timeout=10)
+    assert engine.calls == [
+        "system:final:0",
+        "mic:final:1",
+        "mic:final:2",
+        "system:final:1",
+        "system:final:2",
+        "mic:partial:3",
+    ]
 
 
 # --------------------------------------------------------------------------- formats

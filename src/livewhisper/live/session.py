@@ -170,6 +170,9 @@ class Session:
         if len(inputs) > 1:
             labels = tuple(i.label or "" for i in inputs)
             self.merge = Merge(labels, system, busy=self._busy)
+            for feed in self._feeds:  # when the engine is behind, the user's words first
+                if system and feed.input.label not in system:
+                    scheduler.prefer(feed.stream.key)
 
     @property
     def streams(self) -> list[tuple[str | None, LiveStream]]:
