@@ -164,6 +164,40 @@ def test_labelled_lines_in_every_format() -> None:
     assert format_event(TextEvent("final", 0, "Hello there.", 1.0, 2.5)) == "Hello there."
 
 
+# --------------------------------------------------------------------------- view
+
+
+def test_the_view_shows_each_input_and_labels_the_lines() -> None:
+    from rich.console import Console
+
+    from livewhisper.cli.view import LiveView
+    from livewhisper.live.contract import StreamStatus
+
+    console = Console(file=io.StringIO(), width=100, force_terminal=False, color_system=None)
+    inputs = [
+        ("mic", StreamStatus(state="speech", level_db=-20.0, time=12.0), True),
+        ("system", StreamStatus(level_db=-70.0, last_latency=0.8), False),
+    ]
+    view = LiveView(
+        console,
+        lambda: inputs[0][1],
+        model="tiny.en",
+        device="mic (USB), system (Monitor)",
+        inputs=lambda: inputs,
+        auto_refresh=False,
+    )
+    view.add_event(final("system", 1.0, 2.0, "Can you hear me?"))
+    view.add_event(TextEvent("partial", 1, "Yes I can", 2.5, 3.0, stable="Yes", source="mic"))
+    console.print(view.render())
+    lines = [line.rstrip() for line in console.file.getvalue().splitlines()]  # type: ignore[attr-defined]
+    assert lines[0] == "[system] Can you hear me?"
+    assert lines[1] == "[mic] Yes I can"
+    assert lines[2].startswith("mic     ● hearing speech") and "-20 dBFS" in lines[2]
+    assert lines[3] == "system  ○ ended"
+    assert lines[4].startswith("● 2 inputs   last 0.80 s")
+    assert lines[5] == "tiny.en · mic (USB), system (Monitor) · 0:12"
+
+
 # --------------------------------------------------------------------------- options
 
 
@@ -350,3 +384,38 @@ def test_a_loudspeaker_heard_by_the_microphone_is_transcribed_once(
     echoed = text_of(finals_by(run, "mic")).split()
     assert len(echoed) <= 4, run.report()  # at most a stray word of the echo is left
     assert any("Left out" in line for line in run.lines["stderr"]), run.report()
+
+
+@pytest.mark.slow
+@pytest.mark.mic
+def test_listen_serve_captions_the_labelled_inputs(
+    meeting: VirtualMic,  # noqa: F811
+    references: dict[str, str],
+) -> None:
+    import json
+
+    from websockets.sync.client import connect
+
+    from test_server_protocol import cli_server
+
+    args = ["listen", "--system", "--quiet", "-f", "jsonl", "--no-partials"]
+    with cli_server(*args, "--serve", "--port", "0", env=meeting.environ()) as (proc, port, _):
+        with connect(f"ws://127.0.0.1:{port}/ws/captions?session=local") as captions:
+            assert json.loads(captions.recv(30))["type"] == "ready"
+            assert meeting.play_system(DATA / "jfk.flac").wait(30) == 0
+            assert meeting.play(DATA / "goforward.flac").wait(30) == 0
+            events: list[dict[str, object]] = []
+            while not any(e.get("source") == "mic" and e["type"] == "final" for e in events):
+                events.append(json.loads(captions.recv(60)))
+            proc.send_signal(2)  # Ctrl-C: the session ends, the feed closes
+            out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    finals = [e for e in events if e["type"] == "final"]
+    assert {e["session"] for e in finals} == {"local"}
+    said = " ".join(str(e["text"]) for e in finals if e["source"] == "system")
+    heard = " ".join(str(e["text"]) for e in finals if e["source"] == "mic")
+    assert wer(references["jfk.flac"], said) <= 0.3, finals
+    assert wer(references["goforward.flac"], heard) <= 0.5, finals
+    printed = [json.loads(line) for line in out.splitlines()]
+    shown = [(e["source"], e["text"]) for e in printed if e["type"] == "final"]
+    assert shown[: len(finals)] == [(e["source"], e["text"]) for e in finals]

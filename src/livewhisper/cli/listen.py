@@ -368,6 +368,7 @@ def _run(
             model=model,
             device=_names(session),
             show_lines=not stdout_is_view,
+            inputs=session.statuses if len(session.inputs) > 1 else None,
         )
         outputs.view = view.add_final
         if notices is not None:
