@@ -45,20 +45,27 @@ class Clock:
         return self.now
 
 
-def test_merge_holds_a_final_while_another_input_is_still_speaking() -> None:
-    busy = {"mic": False, "system": True}
+def test_merge_holds_a_final_while_another_input_may_send_an_earlier_one() -> None:
+    state: dict[str, tuple[bool, float | None]] = {"mic": (False, None), "system": (False, 3.0)}
     clock = Clock()
-    merge = Merge(("mic", "system"), frozenset({"system"}), busy=busy.__getitem__, clock=clock)
+    merge = Merge(
+        ("mic", "system"), frozenset({"system"}), unfinished=state.__getitem__, clock=clock
+    )
     late = final("mic", 5.0, 6.0, "my answer")
-    assert merge.take(late) == []  # the system input may have earlier speech
-    busy["system"] = False
+    assert merge.take(late) == []  # the system's open utterance started before it
+    state["system"] = (True, None)  # closed, waiting for the engine
+    assert merge.tick() == []
+    state["system"] = (False, None)
     early = final("system", 3.0, 5.5, "their question")
     assert merge.take(early) == [early, late]  # in time order
+    # Speech that started after a final does not hold it.
+    state["system"] = (False, 9.0)
+    assert merge.take(final("mic", 7.0, 8.0, "next")) == [final("mic", 7.0, 8.0, "next")]
 
 
 def test_merge_holds_no_longer_than_its_hold() -> None:
     clock = Clock()
-    merge = Merge(("a", "b"), busy=lambda label: True, hold=2.0, clock=clock)
+    merge = Merge(("a", "b"), unfinished=lambda label: (True, 0.0), hold=2.0, clock=clock)
     event = final("a", 1.0, 2.0, "hello there")
     assert merge.take(event) == []
     clock.now = 1.0
@@ -81,11 +88,11 @@ def test_merge_drops_a_microphone_echo_of_the_system_audio() -> None:
 
 
 def test_merge_drops_an_echo_decoded_before_its_system_copy() -> None:
-    busy = {"system": True}
-    merge = Merge(("mic", "system"), frozenset({"system"}), busy=lambda lb: busy.get(lb, False))
+    state: dict[str, tuple[bool, float | None]] = {"mic": (False, None), "system": (True, None)}
+    merge = Merge(("mic", "system"), frozenset({"system"}), unfinished=state.__getitem__)
     echo = final("mic", 2.1, 5.0, "go forward ten meters")
     assert merge.take(echo) == []
-    busy["system"] = False
+    state["system"] = (False, None)
     said = final("system", 2.0, 4.9, "Go forward 10 meters.")
     assert merge.take(said) == [said] and merge.dropped == [echo]
 

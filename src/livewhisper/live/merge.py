@@ -3,8 +3,9 @@ echoes of a loudspeaker heard by a microphone.
 
 Each input's finals come in the order its utterances end, and one input's final
 can be decoded before another input's earlier speech is. So a final is held while
-another input still has speech it has not transcribed (at most `Merge.hold`
-seconds), and what is released goes out by its start time.
+another input may still send a final that started before it (its open utterance
+began earlier, or it has utterances waiting for the engine), at most `Merge.hold`
+seconds, and what is released goes out by its start time.
 
 The same speech heard twice (a call played on a loudspeaker into an open
 microphone) would be transcribed twice, as two speakers. A microphone final that
@@ -24,6 +25,10 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
 from livewhisper.transcript import TextEvent
+
+#: What an input has not transcribed yet: whether finals of it are waiting for the
+#: engine, and the stream time its open utterance started at (None: none open).
+Unfinished = tuple[bool, float | None]
 
 _WORD = re.compile(r"[\w']+")
 
@@ -49,7 +54,7 @@ class Merge:
     """Takes the events of a session's inputs and gives those to send now.
 
     *labels* are the inputs; *system* those that carry what the computer plays;
-    *busy(label)* says whether that input has speech it has not transcribed yet.
+    *unfinished(label)* says what that input has not transcribed yet.
     Partials go out at once; finals as described in the module's docstring. A
     final of an input that is not system audio is an echo when the system finals
     that overlap it in time (give or take *slack* seconds) say at least
@@ -58,7 +63,7 @@ class Merge:
 
     labels: tuple[str, ...]
     system: frozenset[str] = frozenset()
-    busy: Callable[[str], bool] = lambda label: False
+    unfinished: Callable[[str], Unfinished] = lambda label: (False, None)
     hold: float = 2.5
     similarity: float = 0.6
     slack: float = 1.5
@@ -66,10 +71,13 @@ class Merge:
     dropped: list[TextEvent] = field(default_factory=list)
     _heard: deque[TextEvent] = field(default_factory=lambda: deque(maxlen=32))
     _held: list[tuple[float, TextEvent]] = field(default_factory=list)
+    _last_end: dict[str, float] = field(default_factory=dict)  # of each input's finals
 
     def take(self, event: TextEvent) -> list[TextEvent]:
         if event.type != "final":
             return [event, *self._release(force=False)]
+        if event.source is not None:
+            self._last_end[event.source] = max(self._last_end.get(event.source, 0.0), event.end)
         if event.source in self.system:
             self._heard.append(event)
         if self._echo(event):
@@ -103,7 +111,17 @@ class Merge:
     def _blocked(self, event: TextEvent, since: float) -> bool:
         if self.clock() - since >= self.hold:
             return False
-        return any(label != event.source and self.busy(label) for label in self.labels)
+        return any(
+            self._may_precede(label, event.start) for label in self.labels if label != event.source
+        )
+
+    def _may_precede(self, label: str, start: float) -> bool:
+        """Whether input *label* may still send a final that starts before *start*.
+        Its waiting finals start after its last final ended, at the earliest."""
+        waiting, open_since = self.unfinished(label)
+        if waiting and self._last_end.get(label, 0.0) < start:
+            return True
+        return open_since is not None and open_since < start
 
     def _release(self, *, force: bool) -> list[TextEvent]:
         out: list[TextEvent] = []

@@ -169,7 +169,7 @@ class Session:
         self.merge: Merge | None = None
         if len(inputs) > 1:
             labels = tuple(i.label or "" for i in inputs)
-            self.merge = Merge(labels, system, busy=self._busy)
+            self.merge = Merge(labels, system, unfinished=self._unfinished)
             for feed in self._feeds:  # when the engine is behind, the user's words first
                 if system and feed.input.label not in system:
                     scheduler.prefer(feed.stream.key)
@@ -178,13 +178,13 @@ class Session:
     def streams(self) -> list[tuple[str | None, LiveStream]]:
         return [(f.input.label, f.stream) for f in self._feeds]
 
-    def _busy(self, label: str) -> bool:
-        """Whether input *label* has speech it has not transcribed yet."""
+    def _unfinished(self, label: str) -> tuple[bool, float | None]:
+        """Whether input *label* has finals waiting for the engine, and when its open
+        utterance started."""
         for feed in self._feeds:
             if feed.input.label == label:
-                status = feed.stream.status()
-                return status.state != "listening" or status.pending > 0
-        return False
+                return feed.stream.status().pending > 0, feed.stream.open_since
+        return False, None
 
     def _emit(self, event: TextEvent) -> None:
         with self._emit_lock:
