@@ -16,8 +16,12 @@ as a subprocess. Per input it reports:
   final of that input that reaches it (`latency.final_delays`), p50 and p95;
 * CPU cores the listen process used while the tracks played (both inputs).
 
-    python bench/inputs.py results/inputs.json [--model tiny.en] [--turns 12]
-        [--gap 1.0] [--listen-args='--no-partials']
+With ``--alone``, each track is also played by itself through one input (the
+microphone's through ``--device pulse``, the system's through ``--system
+--no-mic``), for what hearing two inputs costs each of them.
+
+    python bench/inputs.py results/inputs.json [--model tiny.en] [--turns 16]
+        [--gap 1.0] [--alone] [--listen-args='--no-partials']
 
 Needs the bench extra (psutil) and ``pulseaudio``, ``pulseaudio-utils``,
 ``libasound2-plugins``, ``libportaudio2``; the speech of ../shared/data/speech
@@ -148,6 +152,7 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=1.0, help="seconds between turns")
     parser.add_argument("--speech", type=Path, default=SPEECH)
     parser.add_argument("--listen-args", default="", help="more options for listen")
+    parser.add_argument("--alone", action="store_true", help="also each track by itself")
     args = parser.parse_args()
     reason = missing()
     if reason is not None:
@@ -171,6 +176,24 @@ def main() -> None:
                 mic.environ(),
                 lambda: Both(mic, paths["system"], paths["mic"]),  # type: ignore[arg-type,return-value]
             )
+            alone = {}
+            if args.alone:
+                alone = {
+                    "system": run_listen(
+                        "system alone",
+                        ["--system", "--no-mic", "--model", args.model, *args.listen_args.split()],
+                        seconds,
+                        mic.environ(),
+                        lambda: mic.play_system(paths["system"]),
+                    ),
+                    "mic": run_listen(
+                        "mic alone",
+                        ["--device", "pulse", "--model", args.model, *args.listen_args.split()],
+                        seconds,
+                        mic.environ(),
+                        lambda: mic.play(paths["mic"]),
+                    ),
+                }
         finally:
             mic.stop()
     results: dict[str, Any] = {}
@@ -182,6 +205,8 @@ def main() -> None:
         delays = final_delays(finals, track.ends, heard.t0)
         got = [d for d in delays if d is not None]
         results[track.label] = {
+            "delays": delays,
+            "arrivals": [(t - heard.t0, e["start"], e["end"]) for t, e in finals],
             "turns": len(track.ends),
             "finals": len(finals),
             "missed": delays.count(None),
@@ -193,6 +218,21 @@ def main() -> None:
             "text": text,
             "file_text": offline[track.label],
         }
+        if track.label in alone:
+            single = alone[track.label]
+            finals = single.finals()
+            text = " ".join(str(e["text"]) for _, e in finals)
+            got = [d for d in final_delays(finals, track.ends, single.t0) if d is not None]
+            results[track.label]["alone"] = {
+                "wer_reference": wer(track.reference, text),
+                "finals_p50": percentile(got, 50),
+                "finals_p95": percentile(got, 95),
+                "missed": len(track.ends) - len(got),
+                "cpu_cores_while_speaking": single.sampler.percent(
+                    single.t0, single.t0 + track.ends[-1]
+                )
+                / 100,
+            }
     others = [e for _, e in heard.finals() if e.get("source") not in ("system", "mic")]
     report = {
         "model": args.model,
@@ -223,6 +263,12 @@ def main() -> None:
             f"{r['wer_vs_file']:.3f} | {r['finals_p50']:.2f} s | {r['finals_p95']:.2f} s | "
             f"{r['missed']} |"
         )
+        if "alone" in r:
+            a = r["alone"]
+            print(
+                f"| {label} alone | {r['turns']} | {a['wer_reference']:.3f} | | | "
+                f"{a['finals_p50']:.2f} s | {a['finals_p95']:.2f} s | {a['missed']} |"
+            )
     print(
         f"CPU {cpu:.2f} cores while speaking; {seconds:.0f} s of audio; load average "
         f"{load_before[0]:.2f} before, {report['machine']['load_after'][0]:.2f} after",
