@@ -72,13 +72,17 @@ class Listen:
 
     def wait_for(self, name: str, found: Callable[[list[str]], bool], timeout: float) -> None:
         with self._cond:
-            if not self._cond.wait_for(
+            came = self._cond.wait_for(
                 lambda: found(self.lines[name]) or self.proc.poll() is not None, timeout
-            ):
-                pytest.fail(f"timed out waiting on {name}:\n{self.report()}")
-            if not found(self.lines[name]):
-                self.finish(5)
-                pytest.fail(f"exited before the expected {name} output:\n{self.report()}")
+            )
+            seen = found(self.lines[name])
+        if not came:
+            self.proc.kill()  # not left running into the next test
+            self.finish(10)
+            pytest.fail(f"timed out waiting on {name}:\n{self.report()}")
+        if not seen:
+            self.finish(5)
+            pytest.fail(f"exited before the expected {name} output:\n{self.report()}")
 
     def wait_line(self, name: str, text: str, timeout: float) -> None:
         self.wait_for(name, lambda lines: any(text in line for line in lines), timeout)

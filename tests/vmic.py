@@ -1,6 +1,11 @@
 """A virtual microphone for end-to-end tests: a private PulseAudio daemon whose
 default source plays back whatever is played into its null sink.
 
+With ``speakers=True`` the daemon also has virtual speakers: a second null sink,
+the default output, whose monitor is the system audio (what ``listen --system``
+hears); `play_system` plays into it and `remove_speakers` unplugs it, as a call
+that ends does. `remove_mic` unplugs the microphone.
+
 PortAudio reaches it through ALSA's pulse plugin (devices ``pulse`` and ``default``).
 The recording process needs `VirtualMic.env` in its environment *before* it imports
 sounddevice. Packages: pulseaudio, pulseaudio-utils, libasound2-plugins, libportaudio2.
@@ -20,6 +25,7 @@ import pytest
 
 SINK = "vmic_sink"
 SOURCE = "vmic"
+SPEAKERS = "vmic_speakers"
 _NEEDED = ("pulseaudio", "pactl", "paplay")
 _ALSA_PULSE = Path("/usr/share/alsa/alsa.conf.d/50-pulseaudio.conf")
 
@@ -35,9 +41,10 @@ def missing() -> str | None:
 
 
 class VirtualMic:
-    def __init__(self, directory: Path, rate: int = 48_000) -> None:
+    def __init__(self, directory: Path, rate: int = 48_000, *, speakers: bool = False) -> None:
         self.dir = directory
         self.rate = rate
+        self.speakers = speakers
         self.pid: int | None = None
         self.env = {
             "PULSE_SERVER": f"unix:{directory / 'native'}",
@@ -75,6 +82,17 @@ class VirtualMic:
             "latency_msec=60 source_dont_move=true sink_dont_move=true\n"
             f"set-default-sink {SINK}\nset-default-source {SOURCE}\n"
         )
+        if self.speakers:
+            with script.open("a") as out:
+                out.write(
+                    f"load-module module-null-sink sink_name={SPEAKERS} rate=48000 channels=2 "
+                    "sink_properties=device.description=VirtualSpeakers\n"
+                    # Kept awake as the microphone's sink is, so no recording loses its start.
+                    f"load-module module-loopback source={SPEAKERS}.monitor "
+                    "sink=vmic_keepalive latency_msec=60 source_dont_move=true "
+                    "sink_dont_move=true\n"
+                    f"set-default-sink {SPEAKERS}\n"
+                )
         env = {**self.environ(), "XDG_RUNTIME_DIR": str(self.dir), "HOME": str(self.dir)}
         subprocess.run(
             [
@@ -114,11 +132,31 @@ class VirtualMic:
                 return int(words[1])
         return 0
 
-    def play(self, path: Path) -> subprocess.Popen[bytes]:
+    def play(self, path: Path, sink: str = SINK) -> subprocess.Popen[bytes]:
         """Start playing *path* into the microphone, in real time; returns the player."""
         return subprocess.Popen(
-            ["paplay", f"--device={SINK}", str(path)], env=self.environ(), stdin=subprocess.DEVNULL
+            ["paplay", f"--device={sink}", str(path)], env=self.environ(), stdin=subprocess.DEVNULL
         )
+
+    def play_system(self, path: Path) -> subprocess.Popen[bytes]:
+        """Start playing *path* on the virtual speakers (the system audio)."""
+        assert self.speakers, "a VirtualMic(speakers=True) has speakers"
+        return self.play(path, SPEAKERS)
+
+    def _unload(self, argument: str) -> None:
+        for line in self._pactl("list", "short", "modules").stdout.splitlines():
+            if argument in line:
+                self._pactl("unload-module", line.split()[0])
+                return
+        raise RuntimeError(f"no module with {argument} is loaded")
+
+    def remove_speakers(self) -> None:
+        """Unplug the speakers: their monitor source goes away."""
+        self._unload(f"sink_name={SPEAKERS}")
+
+    def remove_mic(self) -> None:
+        """Unplug the microphone: its source goes away."""
+        self._unload(f"source_name={SOURCE}")
 
     def stop(self) -> None:
         """Stop the daemon (only the one this object started)."""
@@ -138,11 +176,11 @@ class VirtualMic:
             os.kill(pid, signal.SIGKILL)
 
 
-def _start(tmp: Path, rate: int = 48_000) -> VirtualMic:
+def _start(tmp: Path, rate: int = 48_000, *, speakers: bool = False) -> VirtualMic:
     reason = missing()
     if reason is not None:
         pytest.skip(f"no virtual microphone on this machine: missing {reason}")
-    mic = VirtualMic(tmp, rate)
+    mic = VirtualMic(tmp, rate, speakers=speakers)
     mic.start()
     return mic
 
@@ -162,6 +200,17 @@ def virtual_mic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualMic
 def private_mic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualMic]:
     """A virtual microphone of one's own, for a test that kills it."""
     mic = _start(tmp_path_factory.mktemp("vmic_private"))
+    try:
+        yield mic
+    finally:
+        mic.stop()
+
+
+@pytest.fixture
+def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtualMic]:
+    """A virtual microphone and virtual speakers of one's own (the test may unplug
+    either)."""
+    mic = _start(tmp_path_factory.mktemp("vmic_meeting"), speakers=True)
     try:
         yield mic
     finally:

@@ -37,6 +37,18 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _source(extra: Mapping[str, Any] | None) -> str | None:
+    """The input a segment was heard on, when a session has several."""
+    source = (extra or {}).get("source")
+    return None if source is None else _one_line(str(source))
+
+
+def _labelled(text: str, extra: Mapping[str, Any] | None) -> str:
+    """``[them] text`` for a segment of one of several inputs, else *text*."""
+    source = _source(extra)
+    return text if source is None or not text else f"[{source}] {text}"
+
+
 class Writer:
     """Base class: ``begin()``, ``write(segment)`` per segment, ``end()``."""
 
@@ -132,7 +144,7 @@ def _name(out: TextIO) -> str:
 
 class TxtWriter(Writer):
     def format(self, segment: Segment, extra: Mapping[str, Any] | None) -> str:
-        text = _one_line(segment.text)
+        text = _labelled(_one_line(segment.text), extra)
         return f"{text}\n" if text else ""
 
 
@@ -142,7 +154,7 @@ class SrtWriter(Writer):
         self.index = first_index
 
     def format(self, segment: Segment, extra: Mapping[str, Any] | None) -> str:
-        text = _one_line(segment.text)
+        text = _labelled(_one_line(segment.text), extra)
         if not text:
             return ""
         start, end = timestamp(segment.start, ","), timestamp(segment.end, ",")
@@ -170,25 +182,39 @@ class VttWriter(Writer):
             for w in segment.words[1:]:
                 parts.append(f"<{timestamp(w.start)}>{w.word.strip()}")
             text = " ".join(p for p in parts if p)
+        source = _source(extra)
+        if source is not None:  # a voice span: who speaks the cue
+            text = f"<v {source.translate(_NOT_IN_VOICE)}>{text}"
         return f"{timestamp(segment.start)} --> {timestamp(segment.end)}\n{text}\n\n"
 
 
-class TsvWriter(Writer):
-    """``start<TAB>end<TAB>text`` with times in integer milliseconds."""
+#: What a WebVTT voice annotation cannot hold.
+_NOT_IN_VOICE = str.maketrans({"<": None, ">": None, "&": None})
 
-    def __init__(self, out: TextIO, *, sync: bool = False, header: bool = True) -> None:
+
+class TsvWriter(Writer):
+    """``start<TAB>end<TAB>text`` with times in integer milliseconds; with *sources*
+    (a session of several inputs), a fourth column names the input."""
+
+    def __init__(
+        self, out: TextIO, *, sync: bool = False, header: bool = True, sources: bool = False
+    ) -> None:
         super().__init__(out, sync=sync)
         self.header = header
+        self.sources = sources
 
     def begin(self) -> None:
         if self.header:
-            self._emit("start\tend\ttext\n")
+            self._emit("start\tend\ttext\tsource\n" if self.sources else "start\tend\ttext\n")
 
     def format(self, segment: Segment, extra: Mapping[str, Any] | None) -> str:
         text = _one_line(segment.text).replace("\t", " ")
         if not text:
             return ""
-        return f"{round(segment.start * 1000)}\t{round(segment.end * 1000)}\t{text}\n"
+        line = f"{round(segment.start * 1000)}\t{round(segment.end * 1000)}\t{text}"
+        if self.sources:
+            line += "\t" + (_source(extra) or "").replace("\t", " ")
+        return line + "\n"
 
 
 class JsonlWriter(Writer):
@@ -253,10 +279,15 @@ class AppendingTranscript:
     synced to disk after every segment, so nothing shown is lost to a crash.
 
     An existing file is continued: SRT numbering goes on from its last cue, and
-    the VTT and TSV headers are written only into an empty file.
+    the VTT and TSV headers are written only into an empty file. With *sources* (a
+    session of several inputs) each line names its input: ``[them]`` before the
+    text of txt and srt, a ``<v them>`` voice span in vtt, a ``source`` field in
+    jsonl and a column in tsv.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fmt: str | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], fmt: str | None = None, *, sources: bool = False
+    ) -> None:
         self.path = Path(path)
         self.fmt = fmt or format_for_path(path, ("txt", "srt", "vtt", "jsonl", "tsv"))
         try:
@@ -271,7 +302,9 @@ class AppendingTranscript:
         elif self.fmt == "vtt":
             self.writer = VttWriter(self._file, sync=True, header=not existing.strip())
         elif self.fmt == "tsv":
-            self.writer = TsvWriter(self._file, sync=True, header=not existing.strip())
+            self.writer = TsvWriter(
+                self._file, sync=True, header=not existing.strip(), sources=sources
+            )
         else:
             self.writer = make_writer(self.fmt, self._file, sync=True)
         self.writer.begin()

@@ -7,6 +7,7 @@ so ``livewhisper file`` works on a machine without it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -26,6 +27,8 @@ from livewhisper.errors import AudioError, DeviceError
 log = logging.getLogger(__name__)
 
 _POLL = 0.1  # seconds a source waits for audio before it looks at the stop event again
+_WATCH = 0.5  # seconds between two looks whether a sound server's source is still there
+_ENV_LOCK = threading.Lock()
 
 
 def sounddevice() -> ModuleType:
@@ -47,19 +50,35 @@ def sounddevice() -> ModuleType:
 
 @dataclass(frozen=True)
 class InputDevice:
-    index: int
+    """An input as ``livewhisper devices`` lists it: a PortAudio device, or a source
+    of the PulseAudio / PipeWire server read through PortAudio's ``pulse`` device."""
+
+    index: int  # the number `devices` shows and --device takes
     name: str
     hostapi: str
     channels: int
     samplerate: float
     default: bool = False
+    #: What the computer plays (a monitor, a loopback device), not a microphone.
+    system: bool = False
+    #: The sound server's name of the source; None for a plain PortAudio device.
+    pulse: str | None = None
+    #: The PortAudio device to open (the ``pulse`` device for a server source).
+    portaudio: int | None = None
 
     def __str__(self) -> str:
         return f"{self.index} {self.name!r} ({self.hostapi})"
 
 
+#: Names of loopback devices that carry what the computer plays where the system
+#: has no monitors of its own: BlackHole, Loopback and Soundflower on macOS, VB-Audio's
+#: CABLE and "Stereo Mix" on Windows.
+LOOPBACK_NAMES = ("blackhole", "loopback", "soundflower", "cable output", "stereo mix")
+
+
 def list_input_devices() -> list[InputDevice]:
-    """The devices that can record, in PortAudio's order."""
+    """The devices that can record, in PortAudio's order, then the sources of the
+    PulseAudio / PipeWire server (where there is one and PortAudio reaches it)."""
     sd = sounddevice()
     try:
         devices = sd.query_devices()
@@ -67,7 +86,7 @@ def list_input_devices() -> list[InputDevice]:
         default_in = sd.default.device[0]
     except sd.PortAudioError as exc:
         raise DeviceError(f"Cannot list audio devices: {exc}.") from exc
-    return [
+    found = [
         InputDevice(
             index=d["index"],
             name=d["name"],
@@ -75,14 +94,42 @@ def list_input_devices() -> list[InputDevice]:
             channels=d["max_input_channels"],
             samplerate=float(d["default_samplerate"]),
             default=d["index"] == default_in,
+            system=any(word in d["name"].lower() for word in LOOPBACK_NAMES),
         )
         for d in devices
         if d["max_input_channels"] > 0
     ]
+    return found + _server_sources(found)
+
+
+def _server_sources(portaudio: list[InputDevice]) -> list[InputDevice]:
+    from livewhisper.audio import pulse
+
+    through = next((d for d in portaudio if d.name == pulse.PORTAUDIO_DEVICE), None)
+    if through is None:
+        return []
+    server = pulse.server()
+    if server is None:
+        return []
+    first = max(d.index for d in portaudio) + 1
+    return [
+        InputDevice(
+            index=first + i,
+            name=s.description,
+            hostapi="PulseAudio",
+            channels=s.channels,
+            samplerate=s.samplerate,
+            system=s.monitor,
+            pulse=s.name,
+            portaudio=through.index,
+        )
+        for i, s in enumerate(server.sources)
+    ]
 
 
 def find_device(spec: str | int | None = None) -> InputDevice:
-    """An input device by index, by case-insensitive name substring, or the default."""
+    """An input device by index, by case-insensitive name substring (a sound
+    server's source also by its own name), or the default."""
     devices = list_input_devices()
     if not devices:
         raise DeviceError(
@@ -102,19 +149,66 @@ def find_device(spec: str | int | None = None) -> InputDevice:
             if d.index == index:
                 return d
         raise DeviceError(f"There is no input device with index {index}; {listing}.")
-    matches = [d for d in devices if text.lower() in d.name.lower()]
-    exact = [d for d in matches if d.name.lower() == text.lower()]
+
+    def names(d: InputDevice) -> list[str]:
+        return [d.name.lower()] + ([d.pulse.lower()] if d.pulse else [])
+
+    wanted = text.lower()
+    matches = [d for d in devices if any(wanted in n for n in names(d))]
+    exact = [d for d in matches if wanted in names(d)]
     if len(exact) == 1:
         return exact[0]
     if len(matches) == 1:
         return matches[0]
     if not matches:
         raise DeviceError(f"No input device name contains {text!r}; {listing}.")
-    names = ", ".join(str(d) for d in matches)
-    raise DeviceError(f"{text!r} matches several input devices ({names}); give the index.")
+    shown = ", ".join(str(d) for d in matches)
+    raise DeviceError(f"{text!r} matches several input devices ({shown}); give the index.")
+
+
+def system_device() -> InputDevice:
+    """What the computer plays: the monitor of the default output of the PulseAudio /
+    PipeWire server, else a loopback device (BlackHole, Stereo Mix, CABLE Output)."""
+    from livewhisper.audio import pulse
+
+    devices = list_input_devices()
+    server = pulse.server() if any(d.pulse for d in devices) else None
+    if server is not None and server.default_monitor is not None:
+        for d in devices:
+            if d.pulse == server.default_monitor:
+                return d
+    loopback = [d for d in devices if d.system and d.pulse is None]
+    if loopback:
+        return loopback[0]
+    raise DeviceError(
+        "No system audio to capture here: on Linux it needs a PulseAudio or PipeWire "
+        "server and the ALSA pulse plugin (apt-get install libasound2-plugins); on "
+        "macOS a loopback device such as BlackHole; on Windows 'Stereo Mix' or VB-CABLE "
+        "(see docs/listen.md, Meetings); or give the device with --device."
+    )
 
 
 # --------------------------------------------------------------------------- sources
+
+
+@contextlib.contextmanager
+def _pulse_source(name: str | None) -> Iterator[None]:
+    """While PortAudio opens its ``pulse`` device: the sound server's source it
+    records from (ALSA's pulse plugin reads ``PULSE_SOURCE`` when the device opens,
+    so each stream of one process can have its own)."""
+    if name is None:
+        yield
+        return
+    with _ENV_LOCK:
+        before = os.environ.get("PULSE_SOURCE")
+        os.environ["PULSE_SOURCE"] = name
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ["PULSE_SOURCE"]
+            else:
+                os.environ["PULSE_SOURCE"] = before
 
 
 class Source(Protocol):
@@ -151,10 +245,12 @@ class Microphone:
         block_ms: int = 50,
     ) -> None:
         self.device = device
-        self.samplerate = float(samplerate or device.samplerate)
+        # A sound server's source is read as 16 kHz mono: the server converts it.
+        own_rate = SAMPLE_RATE if device.pulse else device.samplerate
+        self.samplerate = float(samplerate or own_rate)
         # A device's own channel count, but no more than two: a multi-channel
         # interface is read as its first pair and downmixed.
-        self.channels = channels or max(1, min(device.channels, 2))
+        self.channels = channels or (1 if device.pulse else max(1, min(device.channels, 2)))
         self.stall_timeout = stall_timeout
         self.block_ms = block_ms
         self.name = f"{device.name} ({device.hostapi}, {self.samplerate:g} Hz)"
@@ -166,21 +262,24 @@ class Microphone:
         self._finished = threading.Event()
         self._closing = False
         self._callback_error: str | None = None
+        self._watch: Any = None  # audio.pulse.SourceWatch of a sound server's source
 
     def open(self) -> Microphone:
         sd = sounddevice()
+        device = self.device
         try:
-            self._stream = sd.InputStream(
-                device=self.device.index,
-                samplerate=self.samplerate,
-                channels=self.channels,
-                dtype="float32",
-                # 50 ms blocks: a tenth of the wake-ups of PortAudio's default here
-                # (measured: 0.7% of a core instead of 2.7% while idle).
-                blocksize=int(self.samplerate * self.block_ms / 1000),
-                callback=self._callback,
-                finished_callback=self._finished.set,
-            )
+            with _pulse_source(device.pulse):
+                self._stream = sd.InputStream(
+                    device=device.index if device.portaudio is None else device.portaudio,
+                    samplerate=self.samplerate,
+                    channels=self.channels,
+                    dtype="float32",
+                    # 50 ms blocks: a tenth of the wake-ups of PortAudio's default here
+                    # (measured: 0.7% of a core instead of 2.7% while idle).
+                    blocksize=int(self.samplerate * self.block_ms / 1000),
+                    callback=self._callback,
+                    finished_callback=self._finished.set,
+                )
             self._stream.start()
         except (sd.PortAudioError, ValueError) as exc:
             self.close()
@@ -188,6 +287,10 @@ class Microphone:
                 f"Cannot open input device {self.device} at {self.samplerate:g} Hz with "
                 f"{self.channels} channel(s): {exc}."
             ) from exc
+        if device.pulse is not None:
+            from livewhisper.audio.pulse import SourceWatch
+
+            self._watch = SourceWatch(device.pulse)
         return self
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
@@ -202,8 +305,18 @@ class Microphone:
         if self._stream is None:
             self.open()
         resample = Resampler(self.samplerate)
-        last_audio = time.monotonic()
+        last_audio = last_look = time.monotonic()
         while not stop.is_set():
+            if self._watch is not None and time.monotonic() - last_look >= _WATCH:
+                last_look = time.monotonic()
+                if self._watch.gone():
+                    # The server has moved the stream to another source: what is
+                    # queued may be that source's, so it is not used.
+                    yield resample(np.zeros((0, self.channels), np.float32), last=True)
+                    raise DeviceError(
+                        f"Input {self.device.name!r} went away (unplugged, or the call "
+                        "ended); the transcript so far is kept."
+                    )
             try:
                 block = self._queue.get(timeout=_POLL)
             except queue.Empty:
@@ -233,6 +346,9 @@ class Microphone:
 
     def close(self) -> None:
         self._closing = True
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
         stream, self._stream = self._stream, None
         if stream is not None:
             try:

@@ -23,12 +23,15 @@ from livewhisper.errors import LivewhisperError
 
 @click.command("devices")
 def devices_command() -> None:
-    """List the audio input devices; * marks the default.
+    """List the audio input devices; * marks the default, "system" what the
+    computer plays (the monitors of outputs, loopback devices), the others are
+    microphones.
 
     \b
-    Pass the index or part of the name to 'livewhisper listen --device'.
+    Pass the index or part of the name to 'livewhisper listen --device';
+    'livewhisper listen --system' adds the system audio of the default output.
     """
-    from livewhisper.audio.sources import list_input_devices
+    from livewhisper.audio.sources import list_input_devices, system_device
 
     try:
         devices = list_input_devices()
@@ -40,18 +43,30 @@ def devices_command() -> None:
             "server (PulseAudio, PipeWire) is running."
         )
     table = Table(box=None, header_style="bold")
-    for column in ("", "index", "name", "host API", "channels", "default rate"):
+    for column in ("", "index", "name", "kind", "host API", "channels", "default rate"):
         table.add_column(column, justify="right" if column in ("index", "channels") else "left")
     for d in devices:
         table.add_row(
             "*" if d.default else "",
             str(d.index),
             d.name,
+            "system" if d.system else "",
             d.hostapi,
             str(d.channels),
             f"{d.samplerate:g} Hz",
         )
-    Console(highlight=False).print(table)
+    # Piped (to grep, to a file), a row stays one line whatever its length.
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    out.print(table)
+    try:
+        system = system_device()
+    except LivewhisperError:
+        out.print(
+            "No system audio here (no monitor or loopback device); see docs/listen.md, Meetings.",
+            markup=False,
+        )
+    else:
+        out.print(f"--system records {system.index} {system.name!r}.", markup=False)
 
 
 # --------------------------------------------------------------------------- check
@@ -95,7 +110,13 @@ def check_command(
         out.print(f"{mark} {what}: ", end="")
         out.print(detail, markup=False)
 
-    from livewhisper.audio.sources import Microphone, find_device, list_input_devices, sounddevice
+    from livewhisper.audio.sources import (
+        Microphone,
+        find_device,
+        list_input_devices,
+        sounddevice,
+        system_device,
+    )
 
     try:
         sd = sounddevice()
@@ -107,6 +128,7 @@ def check_command(
         _level_test(Microphone(chosen, stall_timeout=seconds + 3), seconds, report)
     except LivewhisperError as exc:
         report(False, "audio", str(exc))
+    _check_system(report, system_device)
     if engine_url:
         _check_engine(engine_url, engine_key, model, report)
     else:
@@ -117,6 +139,25 @@ def check_command(
             report(False, "model", str(exc))
     if problems:
         sys.exit(1)
+
+
+def _check_system(report: Any, system_device: Any) -> None:
+    """Whether system audio can be captured here, and how: it is not a failure of
+    the set-up when it cannot (a microphone is all most sessions need)."""
+    from livewhisper.audio.pulse import server
+
+    try:
+        system = system_device()
+    except LivewhisperError as exc:
+        report(True, "system audio", "not available: " + str(exc))
+        return
+    if system.pulse is not None:
+        found = server()
+        how = f"the monitor {system.pulse!r}" + (f" of {found.name}" if found else "")
+        how += ", read through PortAudio's 'pulse' device"
+    else:
+        how = f"the loopback device {system}"
+    report(True, "system audio", f"--system records {how}")
 
 
 def _check_engine(url: str, key: str | None, model: str | None, report: Any) -> None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from livewhisper.cli.view import LiveView
     from livewhisper.engine.contract import Transcriber
-    from livewhisper.live.session import Outputs, Partials, Session, SessionResult
+    from livewhisper.live.session import Input, Outputs, Partials, Session, SessionResult
     from livewhisper.transcript import TextEvent
 
 LISTEN_EPILOG = "The JSON events are described in docs/listen.md."
@@ -47,10 +47,24 @@ def _live_model_options(func: Any) -> Any:
 @click.option(
     "--device",
     "-d",
-    default=None,
-    metavar="INDEX|NAME",
+    "devices",
+    multiple=True,
+    metavar="[LABEL=]INDEX|NAME",
     help="Input device: an index or part of a name from 'livewhisper devices' "
-    "(default: the system's default input).",
+    "(default: the system's default input). Repeat it to hear several at once, each "
+    "labelled on its lines: --device me=USB --device them=Monitor.",
+)
+@click.option(
+    "--system",
+    is_flag=True,
+    help="Also hear what the computer plays (the monitor of the default output), "
+    "labelled 'system'.",
+)
+@click.option(
+    "--mic/--no-mic",
+    default=True,
+    show_default=True,
+    help="With --system: --no-mic hears the system audio alone.",
 )
 @click.option(
     "--device-rate",
@@ -149,7 +163,9 @@ def _live_model_options(func: Any) -> Any:
 @click.option("--quiet", "-q", is_flag=True, help="No live view, no status messages.")
 @serve_options
 def listen_command(
-    device: str | None,
+    devices: tuple[str, ...],
+    system: bool,
+    mic: bool,
     device_rate: int | None,
     input_path: str | None,
     speed: float,
@@ -187,6 +203,8 @@ def listen_command(
     Examples:
       livewhisper listen
       livewhisper listen --device USB --language en -o meeting.srt
+      livewhisper listen --system -o call.vtt
+      livewhisper listen --device me=USB --device them=Monitor
       livewhisper listen --format jsonl | jq -r 'select(.type == "final") | .text'
       livewhisper listen --input talk.wav --speed 2
       livewhisper listen --engine http://gpu-box:8000 --engine-key KEY
@@ -197,11 +215,18 @@ def listen_command(
     from livewhisper.live.context import ContextOptions
     from livewhisper.live.recorder import AudioRecorder
     from livewhisper.live.segmenter import SegmenterOptions
-    from livewhisper.live.session import Session, partials_for
+    from livewhisper.live.session import Input, Session, partials_for
     from livewhisper.live.stream import StreamOptions
 
-    if input_path is not None and (device is not None or device_rate is not None):
+    if input_path is not None and (devices or device_rate is not None or system):
         raise click.UsageError("--input replaces the audio device: leave out --device.")
+    if not mic and not system:
+        raise click.UsageError("--no-mic leaves nothing to hear: add --system.")
+    if not mic and devices:
+        raise click.UsageError("--no-mic hears the system audio alone: leave out --device.")
+    wanted = _wanted_inputs(devices, system=system, mic=mic)
+    if len(wanted) > 1 and save_audio is not None:
+        raise click.UsageError("--save-audio records one input: leave it out with several.")
     transcribe = TranscribeOptions(
         language=language, task=task, beam_size=beam_size, initial_prompt=initial_prompt
     ).for_utterance()
@@ -218,16 +243,21 @@ def listen_command(
     )
     with contextlib.ExitStack() as stack:
         try:
-            outputs = _open_outputs(stack, output)
+            outputs = _open_outputs(stack, output, sources=len(wanted) > 1)
             recorder = None
             if save_audio is not None:
                 recorder = AudioRecorder(save_audio)
                 stack.callback(recorder.close)
             source = None
-            if serve is None or serve.local:
+            inputs: list[Input] = []
+            if len(wanted) > 1:
+                inputs = _open_inputs(stack, wanted, device_rate)
+            elif serve is None or serve.local:
+                device = wanted[0][1] if wanted else None
                 source = _open_local(serve, input_path, device, device_rate, speed, rate, console)
             if source is not None:
                 stack.callback(source.close)
+                inputs = [Input(source)]
             chosen = build_model_options(
                 model, model_device, compute_type, threads, engine_url, engine_key, engine_wait
             )
@@ -244,7 +274,7 @@ def listen_command(
                 server = stack.enter_context(serving(serve, scheduler, served, console))
             except LivewhisperError as exc:
                 raise CliError(str(exc)) from exc
-            if source is None:  # --serve-only: browsers, no local microphone
+            if not inputs:  # --serve-only: browsers, no local microphone
                 from livewhisper.cli.signals import interrupts
 
                 stop = threading.Event()
@@ -254,16 +284,32 @@ def listen_command(
                     stack.close()
                 return
             outputs.server = server.local_emitter()
-        assert source is not None
+        say = notice_printer(console)
         session = Session(
-            source, scheduler, options, recorder=recorder, on_notice=notice_printer(console)
+            inputs,
+            scheduler,
+            options,
+            recorder=recorder,
+            on_input_end=lambda label, exc: say(f"{label}: {exc}"),
+            on_notice=say,
+            system=_system_labels(inputs),
         )
         label = engine.name if engine_url is None else f"{engine.name} at {engine_url}"
         result = _run(session, outputs, console, label, fmt, wants, quiet=quiet, notices=notices)
     if not quiet:
         console.print(str(result.summary), highlight=False, markup=False)
+        if session.merge is not None and session.merge.dropped:
+            count = len(session.merge.dropped)
+            lines = "1 microphone line" if count == 1 else f"{count} microphone lines"
+            console.print(
+                f"Left out {lines} that repeated the system audio (a loudspeaker heard by "
+                "the microphone).",
+                highlight=False,
+                markup=False,
+            )
     # What the engine failed on, or a remote one did not answer for in time.
-    gaps = sorted([*engine_losses(engine), *session.stream.losses], key=lambda g: g.start)
+    lost = [g for _, stream in session.streams for g in stream.losses]
+    gaps = sorted([*engine_losses(engine), *lost], key=lambda g: g.start)
     if result.error is not None:
         if isinstance(result.error.__cause__, BrokenPipeError):
             _quiet_stdout()
@@ -325,8 +371,9 @@ def _run(
             console,
             session.status,
             model=model,
-            device=session.source.name,
+            device=_names(session),
             show_lines=not stdout_is_view,
+            inputs=session.statuses if len(session.inputs) > 1 else None,
         )
         outputs.view = view.add_final
         if notices is not None:
@@ -344,7 +391,7 @@ def _run(
     session.sinks = outputs.sinks()
     if not quiet:
         console.print(
-            f"Listening to {session.source.name} with {model}; press Ctrl-C to stop.",
+            f"Listening to {_names(session)} with {model}; press Ctrl-C to stop.",
             highlight=False,
             markup=False,
         )
@@ -359,6 +406,13 @@ def _run(
         sys.exit(0)
 
 
+def _names(session: Session) -> str:
+    """What a session hears: its source, or each input's label and source."""
+    if len(session.inputs) == 1:
+        return session.source.name
+    return ", ".join(f"{i.label} ({i.source.name})" for i in session.inputs)
+
+
 def _quiet_stdout() -> None:
     """The reader of stdout went away (such as `| head`): stop without a traceback."""
     import os
@@ -367,14 +421,16 @@ def _quiet_stdout() -> None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
 
 
-def _open_outputs(stack: contextlib.ExitStack, output: str | None) -> Outputs:
+def _open_outputs(
+    stack: contextlib.ExitStack, output: str | None, *, sources: bool = False
+) -> Outputs:
     from livewhisper.live.session import Outputs
     from livewhisper.live.sinks import transcript_sink
     from livewhisper.writers import AppendingTranscript
 
     if output is None:
         return Outputs()
-    transcript = AppendingTranscript(output)
+    transcript = AppendingTranscript(output, sources=sources)
     stack.callback(transcript.close)
     return Outputs(transcript=transcript_sink(transcript))
 
@@ -408,15 +464,86 @@ def _open_local(
         return None
 
 
+#: The label of the system audio that --system adds.
+SYSTEM = "system"
+
+
+def _wanted_inputs(
+    devices: tuple[str, ...], *, system: bool, mic: bool
+) -> list[tuple[str, str | None]]:
+    """(label, device) of each input asked for; device None: the default input,
+    ``SYSTEM``: the default output's monitor. Labels are unique."""
+    wanted: list[tuple[str, str | None]] = []
+    for spec in devices:
+        label, sep, device = spec.partition("=")
+        if not sep:
+            label, device = spec.strip(), spec
+        label, device = label.strip(), device.strip()
+        if not label or not device:
+            raise click.BadParameter(
+                f"{spec!r}: give a device, or LABEL=DEVICE such as me=USB.", param_hint="--device"
+            )
+        wanted.append((label, device))
+    if mic and not wanted and (system or not devices):
+        wanted.append(("mic", None))
+    if system:
+        wanted.append((SYSTEM, SYSTEM))
+    labels = [label for label, _ in wanted]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise click.BadParameter(
+            f"the label {twice[0]!r} is given to two inputs; give each its own (me=..., them=...).",
+            param_hint="--device",
+        )
+    if not system and not devices:
+        return []  # the default input, or --input: one source, as before
+    return wanted
+
+
+def _open_inputs(
+    stack: contextlib.ExitStack, wanted: list[tuple[str, str | None]], device_rate: int | None
+) -> list[Input]:
+    """Open each input; the first to fail is a one-line error, the others closed."""
+    from livewhisper.audio.sources import Microphone, find_device, system_device
+    from livewhisper.live.session import Input
+
+    inputs = []
+    for label, spec in wanted:
+        device = system_device() if spec == SYSTEM else find_device(spec)
+        rate = None if spec == SYSTEM else device_rate
+        source = Microphone(device, samplerate=rate).open()
+        stack.callback(source.close)
+        inputs.append(Input(source, label))
+    return inputs
+
+
+def _system_labels(inputs: list[Input]) -> frozenset[str]:
+    """The labels of the inputs that carry what the computer plays."""
+    return frozenset(
+        i.label
+        for i in inputs
+        if i.label is not None
+        and (i.label == SYSTEM or getattr(getattr(i.source, "device", None), "system", False))
+    )
+
+
 def _open_source(
     input_path: str | None, device: str | None, device_rate: int | None, speed: float, rate: int
 ) -> Any:
-    from livewhisper.audio.sources import FileSource, Microphone, StdinSource, find_device
+    from livewhisper.audio.sources import (
+        FileSource,
+        Microphone,
+        StdinSource,
+        find_device,
+        system_device,
+    )
 
     if input_path == "-":
         return StdinSource(rate)
     if input_path is not None:
         return FileSource(input_path, speed=speed)
+    if device == SYSTEM:
+        return Microphone(system_device()).open()
     return Microphone(find_device(device), samplerate=device_rate).open()
 
 

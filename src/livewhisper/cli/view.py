@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from types import TracebackType
 
 from rich.console import Console, Group, RenderableType
@@ -12,6 +13,7 @@ from rich.live import Live
 from rich.text import Text
 
 from livewhisper.live.contract import StreamStatus
+from livewhisper.live.sinks import format_event
 from livewhisper.transcript import TextEvent
 
 _STATES = {
@@ -49,9 +51,11 @@ class LiveView:
         lines: int = 5,
         quiet_after: float = 10.0,
         auto_refresh: bool = True,
+        inputs: Callable[[], list[InputStatus]] | None = None,
     ) -> None:
         self.console = console
         self.status = status
+        self.inputs = inputs
         self.model = model
         self.device = device
         self.show_lines = show_lines
@@ -78,7 +82,7 @@ class LiveView:
             if self.partial is not None and self.partial.id <= event.id:
                 self.partial = None
             if self.show_lines:
-                self.lines.append(event.text)
+                self.lines.append(format_event(event))
 
     add_event = add_final
 
@@ -90,6 +94,23 @@ class LiveView:
         s = self.status()
         label, style = _STATES[s.state]
         head = Text.assemble((label, style), "  ", meter(s.level_db), f" {s.level_db:4.0f} dBFS")
+        rows: list[RenderableType] = []
+        if self.inputs is not None:
+            # One row per input, and the first line says how the engine keeps up.
+            listed = self.inputs()
+            width = max((len(name or "") for name, _, _ in listed), default=0)
+            for name, each, running in listed:
+                rows.append(input_row(name or "", each, running, width))
+            head = Text(f"● {len(listed)} inputs", style="green")
+            s = replace(
+                s,
+                last_latency=next(
+                    (x.last_latency for _, x, _ in listed if x.last_latency is not None), None
+                ),
+                behind=max((x.behind for _, x, _ in listed), default=0.0),
+                overflows=sum(x.overflows for _, x, _ in listed),
+                time=max((x.time for _, x, _ in listed), default=s.time),
+            )
         if s.last_latency is not None:
             head.append(f"   last {s.last_latency:.2f} s", style="dim")
         if s.behind >= 1.0:  # speech waiting for text: the engine is slower than speech
@@ -102,7 +123,7 @@ class LiveView:
         parts: list[RenderableType] = [Text(line) for line in lines]
         if partial is not None:
             parts.append(partial_text(partial))
-        parts += [head, info]
+        parts += [*rows, head, info] if rows else [head, info]
         if s.silent_for >= self.quiet_after and s.state == "listening":
             parts.append(
                 Text(
@@ -137,10 +158,29 @@ class LiveView:
 
 def partial_text(event: TextEvent) -> Text:
     """A partial line: its committed words plain, the tail that may still change
-    dimmed and in italics."""
+    dimmed and in italics (after its input's label, in a session of several)."""
     stable = event.stable if event.text.startswith(event.stable) else ""
     tail = event.text[len(stable) :]
-    return Text.assemble(stable, (tail, "dim italic"))
+    label = f"[{event.source}] " if event.source is not None else ""
+    return Text.assemble(label, stable, (tail, "dim italic"))
+
+
+#: An input of a session of several: its label, its status, whether it still runs.
+InputStatus = tuple[str | None, StreamStatus, bool]
+
+
+def input_row(name: str, status: StreamStatus, running: bool, width: int = 0) -> Text:
+    """One input's line in the view: its label, state and level, or that it ended."""
+    row = Text(f"{name:<{width}}  ", style="bold")
+    if not running:
+        row.append("○ ended", style="dim")
+        return row
+    label, style = _STATES[status.state]
+    row.append_text(Text.assemble((f"{label:<16}", style), " ", meter(status.level_db, 12)))
+    row.append(f" {status.level_db:4.0f} dBFS")
+    if status.overflows:
+        row.append(f"   overflows {status.overflows}", style="bold red")
+    return row
 
 
 def _clock(seconds: float) -> str:

@@ -135,6 +135,7 @@ class Scheduler:
         self.workers = workers
         self._streams: dict[Hashable, _Queues] = {}
         self._turns: deque[Hashable] = deque()  # round-robin order of streams
+        self._first: set[Hashable] = set()  # streams whose finals go before others'
         self._running: dict[Hashable, Job] = {}  # by stream: one job each at most
         self._cond = threading.Condition()
         self._done = threading.Lock()  # one callback at a time
@@ -210,6 +211,13 @@ class Scheduler:
                 q.partials.append(job)
             self._cond.notify_all()
 
+    def prefer(self, stream: Hashable) -> None:
+        """Run *stream*'s finals before other streams' finals (a session's microphone
+        beside its system audio: when the engine is behind, the user's own words
+        come first); preferred streams take turns among themselves."""
+        with self._cond:
+            self._first.add(stream)
+
     def discard_partials(self, stream: Hashable) -> None:
         """Drop a stream's queued partials (its utterance closed, or it went away)."""
         with self._cond:
@@ -228,6 +236,7 @@ class Scheduler:
                 if not q.finals:
                     del self._streams[stream]
                     self._turns.remove(stream)
+                    self._first.discard(stream)
 
     def wait_idle(self, stream: Hashable | None = None, timeout: float | None = None) -> bool:
         """Wait until *stream* (or every stream) has no final queued or running."""
@@ -284,6 +293,7 @@ class Scheduler:
                 windows = sum(j.kind == "batch" for j in self._running.values())
                 job = (
                     self._take("batch", queued_by=now - self.batch_patience)
+                    or (self._first and self._take("final", among=self._first))
                     or self._take("final")
                     or self._take("partial")
                     or (self._take("batch") if windows < max(1, self.workers - 1) else None)
@@ -297,14 +307,17 @@ class Scheduler:
                     return None
                 self._cond.wait()
 
-    def _take(self, kind: JobKind, queued_by: float = math.inf) -> Job | None:
+    def _take(
+        self, kind: JobKind, queued_by: float = math.inf, among: set[Hashable] | None = None
+    ) -> Job | None:
         """The first job of *kind* submitted by *queued_by* (a `time.monotonic` time)
-        at the head of the queue of a stream with no job in flight, in the streams'
-        turn; the streams looked at go to the back. Called with the lock held."""
+        at the head of the queue of a stream with no job in flight (of a stream *among*
+        these, if given), in the streams' turn; the streams looked at go to the back.
+        Called with the lock held."""
         for _ in range(len(self._turns)):
             stream = self._turns[0]
             self._turns.rotate(-1)
-            if stream in self._running:
+            if stream in self._running or (among is not None and stream not in among):
                 continue
             q = self._streams[stream].get(kind)
             if q and q[0].submitted <= queued_by:

@@ -15,6 +15,8 @@ def format_event(event: TextEvent, fmt: str = "text") -> str:
     """One line for *event*: its text, or its JSON (``fmt="jsonl"``; see docs/listen.md)."""
     if fmt == "jsonl":
         return json.dumps(event.to_dict(), ensure_ascii=False)
+    if event.source is not None:  # one of several inputs
+        return f"[{event.source}] {event.text}"
     return event.text
 
 
@@ -33,12 +35,12 @@ def line_sink(fmt: str = "text", out: TextIO | None = None, *, partials: bool = 
             if not partials:
                 return
             if fmt == "text":
-                line = event.text
+                line = format_event(event)
                 _write(stream, "\r" + line + " " * max(0, shown - len(line)))
                 shown = len(line)
                 return
         elif fmt == "text" and shown:
-            line = event.text
+            line = format_event(event)
             _write(stream, "\r" + line + " " * max(0, shown - len(line)) + "\n")
             shown = 0
             return
@@ -64,6 +66,8 @@ def transcript_sink(transcript: Any) -> Emit:
         if event.type != "final":
             return
         extra = {"type": event.type, "id": event.id, "language": event.language}
+        if event.source is not None:
+            extra["source"] = event.source
         transcript.write(Segment(event.start, event.end, event.text), extra)
 
     return emit

@@ -214,6 +214,12 @@ class LiveStream:
             return self._utterances
 
     @property
+    def open_since(self) -> float | None:
+        """Stream time the open utterance started at, or None; safe from any thread."""
+        with self._lock:
+            return self._open_start if self._open_id is not None else None
+
+    @property
     def latencies(self) -> list[float]:
         """Seconds from the end of each utterance's speech to its final, by the wall
         clock (as `bench/latency.py` measures them)."""
