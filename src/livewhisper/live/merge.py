@@ -119,10 +119,13 @@ class Merge:
             self._may_precede(label, event.start) for label in self.labels if label != event.source
         ):
             return True
+        # System speech of more than its last *slack* seconds not transcribed yet may
+        # be the copy it echoes; speech that began at its very end (the other side
+        # answering in turn) is not waited for.
         return (
             waited < self.echo_hold
             and event.source not in self.system
-            and any(self._may_precede(label, event.end) for label in self.system)
+            and any(self._may_precede(label, event.end - self.slack) for label in self.system)
         )
 
     def _may_precede(self, label: str, start: float) -> bool:

@@ -555,6 +555,7 @@ class LiveStream:
             return
         with self._lock:
             del self._speculation[uid]
+            self._arrived[uid] = time.monotonic()  # waiting for its turn: pending
             self._spoken[uid] = closed.end - self.options.segmenter.tail_ms / 1000
             committed = self._agreement.committed
             # Words committed after the cut stay committed in the next utterance.
