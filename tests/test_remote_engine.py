@@ -364,6 +364,15 @@ def test_unreachable_engine_is_one_line_naming_the_url() -> None:
     assert result.returncode == 2 and "--threads places a local model" in result.stderr
 
 
+def test_engine_requests_sets_the_requests_in_flight() -> None:
+    from livewhisper.cli.options import build_model_options
+
+    chosen = build_model_options(None, "auto", "default", 0, "http://gpu:8000", None, 60.0, 3)
+    assert isinstance(chosen, RemoteOptions) and chosen.concurrency == 3
+    result = run_cli("file", JFK, "--engine", "http://127.0.0.1:9", "--engine-requests", "0")
+    assert result.returncode == 2 and "--engine-requests" in result.stderr, result.stderr
+
+
 def test_file_keeps_the_text_before_the_engine_went_away_and_says_where() -> None:
     stub = Stub(("ok",), ("ok",), (503,))  # the round trip, the first window
     with stub_engine(stub) as url:

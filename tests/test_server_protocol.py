@@ -805,12 +805,16 @@ def test_serve_options_make_server_options() -> None:
     assert seen[-1] is None
     result = runner.invoke(
         command,
-        ["--serve", "--port", "0", "--allow-origin", "https://a.example", "--max-clients", "3"],
+        [
+            *["--serve", "--port", "0", "--allow-origin", "https://a.example"],
+            *["--max-clients", "3", "--send-timeout", "5", "--header-timeout", "4"],
+        ],
     )
     assert result.exit_code == 0, result.output
     settings = seen[-1]
     assert settings is not None
     assert settings.options.port == 0 and settings.options.max_clients == 3
+    assert (settings.options.send_timeout, settings.options.header_timeout) == (5.0, 4.0)
     assert settings.options.allow_origins == ("https://a.example",)
     assert settings.options.token is None and settings.options.loopback
     assert settings.local

@@ -112,6 +112,7 @@ def file_command(
     engine_url: str | None,
     engine_key: str | None,
     engine_wait: float,
+    engine_requests: int,
     language: str | None,
     task: str,
     beam_size: int,
@@ -152,7 +153,14 @@ def file_command(
     )
     console = stderr_console()
     chosen = build_model_options(
-        model, model_device, compute_type, threads, engine_url, engine_key, engine_wait
+        model,
+        model_device,
+        compute_type,
+        threads,
+        engine_url,
+        engine_key,
+        engine_wait,
+        engine_requests,
     )
     try:
         engine = load_engine(chosen, options, on_notice=notice_printer(console))

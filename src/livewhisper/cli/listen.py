@@ -177,6 +177,7 @@ def listen_command(
     engine_url: str | None,
     engine_key: str | None,
     engine_wait: float,
+    engine_requests: int,
     language: str | None,
     task: str,
     beam_size: int,
@@ -259,7 +260,14 @@ def listen_command(
                 stack.callback(source.close)
                 inputs = [Input(source)]
             chosen = build_model_options(
-                model, model_device, compute_type, threads, engine_url, engine_key, engine_wait
+                model,
+                model_device,
+                compute_type,
+                threads,
+                engine_url,
+                engine_key,
+                engine_wait,
+                engine_requests,
             )
             notices = _EngineNotices(console, quiet=quiet)
             engine = load_engine(chosen, transcribe, on_notice=notices)

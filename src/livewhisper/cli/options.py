@@ -120,6 +120,14 @@ def model_options(func: F, *, device_flags: tuple[str, ...] = ("--device", "--mo
             help="With --engine: seconds utterances wait for an engine that stopped "
             "answering before they are reported as not transcribed.",
         ),
+        click.option(
+            "--engine-requests",
+            type=click.IntRange(min=1),
+            default=8,
+            show_default=True,
+            help="With --engine: requests in flight at once (each stream has one at a "
+            "time); 1 sends them one after another.",
+        ),
     ]
     return stack_options(func, options)
 
@@ -164,6 +172,7 @@ def build_model_options(
     engine_url: str | None = None,
     engine_key: str | None = None,
     engine_wait: float = 60.0,
+    engine_requests: int = 8,
 ) -> ModelOptions | RemoteOptions:
     """The local model, or with *engine_url* the remote engine, the options ask for.
     Placing a model (``--threads``...) on the command line with ``--engine`` is a
@@ -179,7 +188,13 @@ def build_model_options(
                         f"{flag} places a local model: leave it out with --engine, "
                         "which decodes on the engine's own."
                     )
-        return RemoteOptions(url=engine_url, model=model, key=engine_key, max_wait=engine_wait)
+        return RemoteOptions(
+            url=engine_url,
+            model=model,
+            key=engine_key,
+            max_wait=engine_wait,
+            concurrency=engine_requests,
+        )
     from livewhisper.engine.local import ModelOptions
 
     return ModelOptions(

@@ -54,6 +54,8 @@ _NAMES = (
     "max_clients",
     "max_session",
     "idle_timeout",
+    "send_timeout",
+    "header_timeout",
     "max_upload_mb",
 )
 
@@ -194,6 +196,22 @@ def _server_option_list(lead: str) -> list[Callable[[Any], Any]]:
             help=say("seconds without audio before a connection is closed."),
         ),
         click.option(
+            "--send-timeout",
+            type=click.FloatRange(min=1),
+            default=defaults.send_timeout,
+            show_default=True,
+            help=say(
+                "seconds a message may wait for a client to read it; then its connection is closed."
+            ),
+        ),
+        click.option(
+            "--header-timeout",
+            type=click.FloatRange(min=1),
+            default=defaults.header_timeout,
+            show_default=True,
+            help=say("seconds a request's headers may take to arrive (408 after)."),
+        ),
+        click.option(
             "--max-upload-mb",
             type=click.FloatRange(min=0.1),
             default=100.0,
@@ -224,6 +242,8 @@ def settings_from(values: dict[str, Any], *, local: bool = True) -> ServeSetting
         max_clients=values["max_clients"],
         max_session_seconds=values["max_session"] * 60,
         idle_timeout=values["idle_timeout"],
+        send_timeout=values["send_timeout"],
+        header_timeout=values["header_timeout"],
     )
     return ServeSettings(
         options,
@@ -364,6 +384,7 @@ def serve_command(
     engine_url: str | None,
     engine_key: str | None,
     engine_wait: float,
+    engine_requests: int,
     language: str | None,
     task: str,
     beam_size: int,
@@ -391,7 +412,14 @@ def serve_command(
     ).for_utterance()
     console = stderr_console()
     chosen = build_model_options(
-        model, model_device, compute_type, threads, engine_url, engine_key, engine_wait
+        model,
+        model_device,
+        compute_type,
+        threads,
+        engine_url,
+        engine_key,
+        engine_wait,
+        engine_requests,
     )
     try:
         engine = load_engine(chosen, transcribe, on_notice=notice_printer(console))
