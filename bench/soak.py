@@ -33,6 +33,11 @@ and plots RSS and latency over the run (PNG).
     python bench/soak.py server --minutes 30 --clients 4 --json soak-server.json \\
         --plot docs/soak-server.png
     python bench/soak.py session --minutes 4 --speed 3      # a short run checks it
+    python bench/soak.py session --minutes 60 --speed 3 --block 10   # one block again
+
+With ``--block 10`` the first 10 minutes of the program are played again and
+again: the warm-up is that first block, and the first and last 10 minutes are the
+same audio, so what grows after it grows with time, not with what is heard.
 
 Needs the bench extra (``pip install -e '.[bench]'``) and the corpus
 (``python bench/corpus.py``); without the corpus only the shared data is used.
@@ -53,6 +58,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,26 +119,39 @@ class Audio:
         return self._cache[path]
 
 
-def program(clips: list[Clip], minutes: float, seed: int, audio: Audio) -> Program:
+def program(
+    clips: list[Clip], minutes: float, seed: int, audio: Audio, block: float | None = None
+) -> Program:
     """*minutes* of speech: the clips shuffled, again and again, each followed by a
-    pause of 0.8 to 2.0 s, after 1 s of silence and before 3 s of it."""
+    pause of 0.8 to 2.0 s, after 1 s of silence and before 3 s of it. With *block*,
+    the first *block* minutes of that are played again and again: after the first
+    block, nothing is heard that was not heard before."""
     rng = random.Random(seed)
+
+    def shuffled() -> Iterator[tuple[Clip, float]]:
+        while True:
+            order = list(clips)
+            rng.shuffle(order)
+            for clip in order:
+                yield clip, rng.uniform(0.8, 2.0)
+
+    fresh = shuffled()
+    first: list[tuple[Clip, float]] = []  # the first block
     parts = [np.zeros(RATE, np.float32)]
     ends: list[float] = []
     said: list[str] = []
     pos = 1.0
     while pos < minutes * 60:
-        order = list(clips)
-        rng.shuffle(order)
-        for clip in order:
-            if pos >= minutes * 60:
-                break
-            samples, end = audio(clip.path)
-            gap = rng.uniform(0.8, 2.0)
-            ends.append(pos + end)
-            said.append(clip.reference)
-            parts += [samples, np.zeros(int(gap * RATE), np.float32)]
-            pos += len(samples) / RATE + gap
+        if block is not None and pos - 1.0 >= block * 60:
+            clip, gap = first[(len(ends) - len(first)) % len(first)]
+        else:
+            clip, gap = next(fresh)
+            first.append((clip, gap))
+        samples, end = audio(clip.path)
+        ends.append(pos + end)
+        said.append(clip.reference)
+        parts += [samples, np.zeros(int(gap * RATE), np.float32)]
+        pos += len(samples) / RATE + gap
     parts.append(np.zeros(3 * RATE, np.float32))
     return Program(np.concatenate(parts), ends, " ".join(said), pos)
 
@@ -183,10 +202,12 @@ class Soak:
     load: list[tuple[float, float]] = field(default_factory=list)  # (minutes, 1-min load)
     #: Every final: its stream, arrival (minutes of audio), start and end (s) and text.
     finals: list[tuple[int, float, float, float, str]] = field(default_factory=list)
+    block: float | None = None  # minutes of audio played again and again (--block)
 
     @property
     def warmup(self) -> float:
-        return min(5.0, self.minutes / 5)
+        """Minutes of audio before memory counts: the first block, with --block."""
+        return self.block if self.block is not None else min(5.0, self.minutes / 5)
 
     @property
     def window(self) -> float:
@@ -233,7 +254,7 @@ class Soak:
 
 
 def run_session(args: argparse.Namespace, clips: list[Clip]) -> Soak:
-    prog = program(clips, args.minutes, args.seed, Audio())
+    prog = program(clips, args.minutes, args.seed, Audio(), args.block)
     duration = len(prog.audio) / RATE
     load_before = os.getloadavg()
     started = time.monotonic()
@@ -296,6 +317,7 @@ def run_session(args: argparse.Namespace, clips: list[Clip]) -> Soak:
         load_after=os.getloadavg(),
         wall_seconds=time.monotonic() - started,
         notes=notes,
+        block=args.block,
     )
 
 
@@ -355,7 +377,10 @@ async def soak_client(url: str, prog: Program, start_delay: float) -> ClientSoak
 
 def run_server(args: argparse.Namespace, clips: list[Clip]) -> Soak:
     audio = Audio()
-    progs = [program(clips, args.minutes, args.seed * 100 + k, audio) for k in range(args.clients)]
+    progs = [
+        program(clips, args.minutes, args.seed * 100 + k, audio, args.block)
+        for k in range(args.clients)
+    ]
     port = free_port()
     command = [sys.executable, "-m", "livewhisper", "serve", "--model", args.model]
     command += ["--port", str(port), "--max-clients", str(args.clients + 1)]
@@ -412,6 +437,7 @@ def run_server(args: argparse.Namespace, clips: list[Clip]) -> Soak:
         load_after=os.getloadavg(),
         wall_seconds=time.monotonic() - started,
         notes=notes,
+        block=args.block,
     )
 
 
@@ -508,6 +534,12 @@ def main() -> None:
     parser.add_argument("--listen-args", default="", help="more options for listen")
     parser.add_argument("--sample", type=float, default=2.0, help="seconds between RSS samples")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--block",
+        type=float,
+        default=None,
+        help="minutes of audio played again and again (the warm-up is the first)",
+    )
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     parser.add_argument("--json", type=Path, default=None, help="write the samples here")
