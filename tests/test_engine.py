@@ -98,6 +98,23 @@ def test_fitted_window_transcribes_speech(
 
 
 @pytest.mark.slow
+def test_a_fitted_decode_that_loops_is_decoded_again_in_the_full_window(
+    engine: Engine, speech: Callable[[str], np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What tiny.en once made of a microphone's 3.5 s cut off mid-word: a loop short
+    # enough for its compression ratio (2.19) to pass faster-whisper's 2.4.
+    looped = " And so, my fellow Americans," + " and," * 12 + " and"
+    decoder = ScriptedDecoder.install(engine, Heard(looped, -0.3, 0.05), monkeypatch)
+    options = TranscribeOptions().for_utterance()
+    assert engine._fitted(speech("goforward.flac"), options, 0.0) is None
+    assert decoder.calls == 1
+    engine.transcribe(speech("goforward.flac"), options)
+    assert decoder.calls >= 3  # the fitted window, then the 30 s one
+    decoder.heard = Heard(" And so, my fellow Americans.", -0.3, 0.05)
+    assert engine._fitted(speech("goforward.flac"), options, 0.0) is not None
+
+
+@pytest.mark.slow
 def test_guards_on_scripted_decodes_of_both_windows(
     engine: Engine, speech: Callable[[str], np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -211,8 +211,9 @@ class Engine:
         utterance's latency. Encoding the audio plus `FIT_PAD` s of silence costs a
         fraction of it. Without enough trailing silence Whisper tends to repeat
         itself, so a result is only kept if it passes the checks faster-whisper
-        applies before falling back to a higher temperature: compression ratio and
-        average log-probability. Otherwise None, and the caller decodes the full
+        applies before falling back to a higher temperature (compression ratio and
+        average log-probability) and does not say a run of words twice in a row
+        (`guards.repeats_itself`). Otherwise None, and the caller decodes the full
         window with the whole fallback.
 
         (One decode written out step by step, in faster-whisper's own order:
@@ -273,7 +274,10 @@ class Engine:
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         ratio = get_compression_ratio(text) if text else 0.0
         if text and (
-            ratio > options.compression_ratio_threshold or avg_logprob < options.log_prob_threshold
+            ratio > options.compression_ratio_threshold
+            or avg_logprob < options.log_prob_threshold
+            # "Americans, and, and, and, ...": a loop the ratio can miss on short text.
+            or repeats_itself(text)
         ):
             return None
         words: tuple[Word, ...] = ()
