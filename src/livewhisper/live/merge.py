@@ -13,7 +13,8 @@ says what a system-audio final said at the same moment is such an echo and is
 left out: the other side of the call is transcribed once, as itself. The system
 audio of that moment may not be transcribed yet (a long utterance of the other
 side closes after the microphone's shorter ones), so a microphone final is held
-while it is not, at most `Merge.echo_hold` seconds.
+until it is, at most `Merge.echo_hold` seconds (the longest utterance and its
+decode, when the engine is behind).
 
 Pure but for the clock and the question it is given.
 """
@@ -69,7 +70,7 @@ class Merge:
     system: frozenset[str] = frozenset()
     unfinished: Callable[[str], Unfinished] = lambda label: (False, None)
     hold: float = 2.5
-    echo_hold: float = 8.0
+    echo_hold: float = 30.0
     similarity: float = 0.6
     slack: float = 1.5
     clock: Callable[[], float] = time.monotonic
