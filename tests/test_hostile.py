@@ -444,9 +444,17 @@ def test_garbage_that_claims_a_container_is_1007(
     check_well(server, problems)
 
 
-def raw_upgrade(port: int, path: str = "/ws", extra: str = "") -> socket.socket:
-    """A WebSocket opened by hand (for frames no client library sends)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+def raw_upgrade(
+    port: int, path: str = "/ws", extra: str = "", receive_buffer: int | None = None
+) -> socket.socket:
+    """A WebSocket opened by hand (for frames no client library sends); with
+    *receive_buffer*, a socket that holds only that many bytes the client has not
+    read (for a client that never reads)."""
+    sock = socket.socket()
+    sock.settimeout(10)
+    if receive_buffer is not None:  # before connecting: it sets the TCP window
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect(("127.0.0.1", port))
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -544,14 +552,7 @@ def test_a_client_that_never_reads_is_dropped(
     from livewhisper.serve import server as server_module
 
     monkeypatch.setattr(server_module, "LINGER_SECONDS", 2.0)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", server.port))
-    sock.sendall(
-        f"GET /v1/realtime?intent=transcription HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
+    sock = raw_upgrade(server.port, "/v1/realtime?intent=transcription", receive_buffer=4096)
     update = json.dumps({"type": "session.update", "session": {"type": "transcription"}})
     frame = frame_head(0x1, len(update)) + update.encode()
     deadline = time.monotonic() + 10

@@ -35,7 +35,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from livewhisper.metrics import word_error_rate
-from test_hostile import frame_head, read_close, wav_bytes
+from test_hostile import frame_head, raw_upgrade, read_close, wav_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -204,14 +204,7 @@ def never_reads(served: Served) -> tuple[float, float]:
     """A page that sends ``stop`` as fast as it can and never reads the answers: the
     seconds until the server stops taking its messages (backpressure, then the
     connection given up), and until its connection is dropped."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", served.port))
-    sock.sendall(
-        f"GET /ws?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
+    sock = raw_upgrade(served.port, f"/ws?token={TOKEN}", receive_buffer=4096)
     stop = json.dumps({"type": "stop"}).encode()
     burst = (frame_head(0x1, len(stop)) + stop) * 200
     sock.settimeout(1.0)
@@ -252,17 +245,8 @@ async def huge_message(served: Served, path: str) -> tuple[int | None, int]:
 
 
 def _huge_message(served: Served, path: str) -> tuple[int | None, int]:
-    sock = socket.create_connection(("127.0.0.1", served.port), timeout=10)
     join = "&" if "?" in path else "?"
-    sock.sendall(
-        f"GET {path}{join}token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
+    sock = raw_upgrade(served.port, f"{path}{join}token={TOKEN}")
     sock.sendall(frame_head(0x2, 100 << 20))
     sent = 0
     with contextlib.suppress(OSError):
