@@ -546,6 +546,8 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
     parser.add_argument("--from-json", type=Path, default=None, help="report saved results")
     args = parser.parse_args()
+    if args.block is not None and args.block <= 0:
+        parser.error("--block takes minutes of audio, more than 0")
     if args.from_json is not None:
         saved = json.loads(args.from_json.read_text(encoding="utf-8"))
         saved.pop("figures", None)
