@@ -420,6 +420,18 @@ def test_text_where_audio_is_expected_is_1003(server: ServerThread, problems: Pr
     check_well(server, problems)
 
 
+def test_a_reason_quoting_a_long_message_still_fits_its_close_frame(
+    server: ServerThread, problems: Problems
+) -> None:
+    # A close frame's reason is at most 123 bytes (RFC 6455, 5.5): one that quotes
+    # what the client sent (here a "type" of 200 three-byte characters) is cut to fit.
+    sent = json.dumps({"type": {"\u20ac" * 200: None}}, ensure_ascii=False)
+    code, reason = run(closed_after(server.port, "/ws", [sent]))
+    assert code == 1007 and reason.startswith("unknown control message type"), (code, reason)
+    assert len(reason.encode()) <= 123
+    check_well(server, problems)
+
+
 GARBAGE = {
     "webm": b"\x1aE\xdf\xa3" + bytes(range(256)) * 40,  # EBML's magic, then nonsense
     "ogg": b"OggS" + b"\xff" * 9000,

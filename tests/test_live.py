@@ -444,6 +444,91 @@ def test_a_sentence_end_in_a_long_pause_needs_one_decode() -> None:
     assert got[0][0] < 2.0 + 0.5  # before the segmenter would have closed it
 
 
+class GatedEngine(SentenceEngine):
+    """A SentenceEngine whose first decode waits for `release`: an engine slower
+    than the speaker, for as long as the test says."""
+
+    def __init__(self, *, ellipsis: bool = True) -> None:
+        super().__init__(ellipsis=ellipsis)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(10)
+        return super().transcribe(audio, options, offset=offset)
+
+
+@pytest.mark.parametrize("sentence_silence", [0.3, None])
+def test_a_final_started_at_a_pause_that_comes_back_late_is_shown_as_a_partial(
+    sentence_silence: float | None,
+) -> None:
+    # On a slow engine the speaker goes on before the final started at the pause
+    # comes back: its text is not the final, but it is what the speaker has said so
+    # far, and it may be the only partial a slow engine gives (the partial passes
+    # here never start).
+    engine = GatedEngine()
+    events: list[TextEvent] = []
+    options = StreamOptions(
+        segmenter=SegmenterOptions(silence_ms=600),
+        partial_min_audio=100.0,
+        sentence_silence=sentence_silence,
+    )
+    audio = beeps((1.0, 1.0), (0.4, 1.0), (1.5, 0.0))
+    n = int(0.03 * 16000)
+    blocks = [audio[i : i + n] for i in range(0, len(audio), n)]
+    with Scheduler(engine) as scheduler:
+        stream = LiveStream(scheduler, options, events.append, detector=loud)
+        paused, resumed = int(2.35 * 16000) // n, int(2.55 * 16000) // n
+        for block in blocks[:paused]:
+            stream.feed(block)
+        assert engine.entered.wait(10)  # decoding the first run, from the pause
+        for block in blocks[paused:resumed]:  # 0.15 s into the second run of sound
+            stream.feed(block)
+        assert not events
+        engine.release.set()
+        caught_up(stream)
+        assert [(e.type, e.id, e.text) for e in events] == [("partial", 0, "s1...")]
+        for block in blocks[resumed:]:
+            stream.feed(block)
+            caught_up(stream)
+        assert stream.finish(timeout=10)
+    assert [(e.type, e.text) for e in events if e.type == "final"] == [("final", "s1 s2...")]
+    check_partials(events)
+
+
+def test_a_partial_pass_that_outlives_its_utterance_is_shown_before_the_final() -> None:
+    # A slow engine: the speaker stops while a partial pass is still running. Its
+    # text comes seconds before the final (decoded after it), so it is shown, with
+    # the utterance's id, and the final replaces it.
+    engine = GatedEngine(ellipsis=False)
+    events: list[TextEvent] = []
+    options = StreamOptions(
+        segmenter=SegmenterOptions(silence_ms=300), speculate=False, partial_min_audio=0.5
+    )
+    audio = beeps((1.0, 1.0), (1.0, 0.0))
+    n = int(0.03 * 16000)
+    blocks = [audio[i : i + n] for i in range(0, len(audio), n)]
+    with Scheduler(engine) as scheduler:
+        stream = LiveStream(scheduler, options, events.append, detector=loud)
+        during = int(1.7 * 16000) // n
+        for block in blocks[:during]:
+            stream.feed(block)
+        assert engine.entered.wait(10)  # a partial pass, of the first 0.5 s or so
+        for block in blocks[during:]:  # the utterance closes at 2.3 s
+            stream.feed(block)
+        assert stream.status().utterances == 0 and not events
+        engine.release.set()
+        assert stream.finish(timeout=10)
+    assert [(e.type, e.id, e.text) for e in events] == [
+        ("partial", 0, "s1..."),
+        ("final", 0, "s1."),
+    ]
+    check_partials(events)
+
+
 def test_ends_sentence() -> None:
     assert ends_sentence("Ask not.") and ends_sentence("Why?") and ends_sentence('"Stop!"')
     assert not ends_sentence("and then...") and not ends_sentence("and then…")

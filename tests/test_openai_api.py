@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import socket
 import threading
+import time
 import warnings
 import wave
 from collections.abc import Callable, Iterator
@@ -259,13 +261,22 @@ def test_an_upload_while_the_server_is_full_is_429(fake: Any) -> None:
     assert first["text"].text == "window 1"
 
 
-def test_a_client_that_goes_away_stops_its_upload(fake: Any) -> None:
+def test_a_client_that_goes_away_stops_its_upload(
+    fake: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     url, engine, _ = fake
+    caplog.set_level(logging.INFO, "livewhisper.serve.openai_audio")
     engine.release.clear()  # the first window takes longer than the client waits
     with client(url) as api, pytest.raises(openai.APITimeoutError):
         api.with_options(timeout=1.0).audio.transcriptions.create(
             model="whisper-1", file=upload(LONG)
         )
+    # Once the server has seen the client go (not before: a window decoded by then
+    # is fairly decoded), the engine may finish the first window.
+    deadline = time.monotonic() + 10
+    while not any("went away" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the server did not see the client go"
+        time.sleep(0.01)
     engine.release.set()
     # The upload's slot comes free (the SDK retries the 429 of a slot not free yet)...
     with client(url) as api:

@@ -119,6 +119,18 @@ class _Speculation:
         return self.job.offset + self.samples / SAMPLE_RATE
 
 
+@dataclass
+class _Late:
+    """A partial pass still running when its utterance closed, and what its result
+    needs to be shown before the utterance's final: on a slow engine the pass often
+    ends after the speaker has, and its text still comes seconds before the final."""
+
+    job: Job
+    agreement: Agreement
+    start: float  # of the utterance
+    shown: tuple[str, str] | None  # the last partial sent (text, stable)
+
+
 #: Finals in a row the engine may fail on before the stream gives up on it.
 MAX_FAILURES = 3
 
@@ -196,6 +208,8 @@ class LiveStream:
         self._agreement = Agreement()
         self._context = Context(self.options.context)  # earlier finals (guarded by _lock)
         self._partial_job: Job | None = None
+        self._late: _Late | None = None  # a pass that outlived its utterance
+        self._final_sent = -1  # id of the last utterance whose final came back
         self._partial_mark = 0.0  # stream time the last partial pass was submitted at
         self._interval = self.options.partial_interval
         self._heard_until = 0.0  # stream time up to which text has been produced
@@ -341,6 +355,9 @@ class LiveStream:
                 self._agreement.cut(sum(1 for w in committed if (w.start + w.end) / 2 < event.end))
                 self._agreement.tail = []
             else:
+                running = self._partial_job
+                if running is not None and running.started is not None:
+                    self._late = _Late(running, self._agreement, event.start, self._last_partial)
                 self._agreement = Agreement()
             speculation = self._speculation.get(event.id)
             self._forget_open(event.id)
@@ -408,12 +425,14 @@ class LiveStream:
 
     def _speculated(self, result: JobResult) -> None:
         uid = result.job.utterance
+        event: TextEvent | None = None
         with self._lock:
             speculation = self._speculation.get(uid)
+            final = False
             if speculation is None or speculation.job is not result.job:
-                return
-            speculation.result = result
-            if (
+                # Dropped when the speaker went on.
+                event = self._resumed_hypothesis(result)
+            elif (
                 not speculation.closed
                 and self.options.sentence_silence is not None
                 and self._open_id == uid
@@ -421,24 +440,35 @@ class LiveStream:
                 and ends_sentence(result.transcription.text)
             ):
                 # The audio thread cuts the utterance there with its next frame.
+                speculation.result = result
                 self._sentence_end = speculation
                 return
-            if speculation.resumed:
+            elif speculation.resumed:
                 del self._speculation[uid]
-                return
-            if not speculation.closed:
+                event = self._resumed_hypothesis(result)
+            elif not speculation.closed:
                 # Not final yet, but a hypothesis of the whole utterance so far.
-                event = None
+                speculation.result = result
                 if self.options.partials and self._open_id == uid and result.transcription:
                     event = self._hypothesis(result, result.transcription, complete=True)
-                partial = True
             else:
                 del self._speculation[uid]
-                partial = False
-        if partial:
-            self._send(event)
-        else:
+                final = True
+        if final:
             self._done(result)
+        else:
+            self._send(event)
+
+    def _resumed_hypothesis(self, result: JobResult) -> TextEvent | None:
+        """A final started at a pause came back after the speaker went on: not the
+        final, but still a hypothesis of the open utterance up to that pause, and
+        on a slow engine often the only one (called with the lock held)."""
+        job = result.job
+        if not self.options.partials or result.transcription is None:
+            return None
+        if job.offset + job.seconds < self._heard_until:
+            return None  # a later pass has been heard already
+        return self._hypothesis(result, result.transcription, complete=True)
 
     # ------------------------------------------------------------------ partials
 
@@ -480,9 +510,13 @@ class LiveStream:
 
     def _partial_done(self, result: JobResult) -> None:
         with self._lock:
-            if result.job is not self._partial_job:
-                return  # its utterance has closed or been cut since
-            self._partial_job = None
+            late = self._late if self._late is not None and result.job is self._late.job else None
+            if result.job is not self._partial_job and late is None:
+                return  # its utterance has been cut or dropped since, or its pass skipped
+            if late is None:
+                self._partial_job = None
+            else:
+                self._late = None
             self._interval = max(
                 self.options.partial_interval, result.ran / self.options.partial_share
             )
@@ -490,7 +524,10 @@ class LiveStream:
                 # Best effort: the final of the utterance will say if the engine fails.
                 log.info("a partial pass failed: %r", result.error)
                 return
-            event = self._hypothesis(result, result.transcription)
+            if late is None:
+                event = self._hypothesis(result, result.transcription)
+            else:
+                event = self._late_hypothesis(late, result, result.transcription)
         self._send(event)
 
     def _hypothesis(
@@ -505,19 +542,57 @@ class LiveStream:
         self._language = transcription.language or self._language  # for pieces
         words = hypothesis(transcription)
         self._latest = words  # for where a piece may be cut
+        if self._agree(self._agreement, job, transcription, words, complete=complete):
+            self._changed = True
+        event = self._partial_event(
+            self._agreement, job, transcription, self._open_start, self._last_partial
+        )
+        if event is not None:
+            self._last_partial = (event.text, event.stable or "")
+        return event
+
+    def _late_hypothesis(
+        self, late: _Late, result: JobResult, transcription: Transcription
+    ) -> TextEvent | None:
+        """The partial event of a pass that outlived its utterance, unless the final
+        has come back first (called with the lock held)."""
+        job = result.job
+        if job.utterance <= self._final_sent:
+            return None
+        self._agree(late.agreement, job, transcription, hypothesis(transcription))
+        return self._partial_event(late.agreement, job, transcription, late.start, late.shown)
+
+    @staticmethod
+    def _agree(
+        agreement: Agreement,
+        job: Job,
+        transcription: Transcription,
+        words: list[HypWord],
+        *,
+        complete: bool = False,
+    ) -> bool:
+        """Update *agreement* with a pass's words; whether it committed any."""
         timed = any(s.words for s in transcription.segments)
         horizon = job.offset + job.seconds - COMMIT_MARGIN if timed else None
-        if self._agreement.update(words, complete=complete, timed=timed, horizon=horizon):
-            self._changed = True
-        text, stable = self._agreement.text, self._agreement.committed_text
-        if not text or (text, stable) == self._last_partial:
+        return bool(agreement.update(words, complete=complete, timed=timed, horizon=horizon))
+
+    def _partial_event(
+        self,
+        agreement: Agreement,
+        job: Job,
+        transcription: Transcription,
+        start: float,
+        shown: tuple[str, str] | None,
+    ) -> TextEvent | None:
+        """The partial event *agreement* now makes, unless it says what *shown* did."""
+        text, stable = agreement.text, agreement.committed_text
+        if not text or (text, stable) == shown:
             return None
-        self._last_partial = (text, stable)
         return TextEvent(
             type="partial",
             id=job.utterance,
             text=text,
-            start=self._open_start,
+            start=start,
             end=self._real_end(job),
             language=transcription.language,
             stable=stable,
@@ -629,6 +704,7 @@ class LiveStream:
     def _done(self, result: JobResult) -> None:
         job = result.job
         with self._lock:
+            self._final_sent = max(self._final_sent, job.utterance)
             self._arrived.pop(job.utterance, None)
             spoken = self._spoken.pop(job.utterance, None)
             said = job.submitted if spoken is None else self._when_fed(spoken)

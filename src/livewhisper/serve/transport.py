@@ -14,6 +14,8 @@ from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from livewhisper.serve.close import clip
+
 
 class Disconnected(Exception):
     """The connection is gone: the client closed it, went away, or it was closed here."""
@@ -111,6 +113,7 @@ class WebSocketTransport:
     async def close(self, code: int, reason: str = "") -> None:
         if self._gone is not None:
             return
+        reason = clip(reason)  # a reason quoting what the client sent can be any length
         self._gone = Disconnected(code, reason)
         try:
             await asyncio.wait_for(self.websocket.close(code, reason), self.send_timeout)
