@@ -529,6 +529,31 @@ def test_a_partial_pass_that_outlives_its_utterance_is_shown_before_the_final() 
     check_partials(events)
 
 
+class SlowPartials(SentenceEngine):
+    """A SentenceEngine whose partial passes take 0.5 s each."""
+
+    def transcribe(
+        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
+    ) -> Transcription:
+        if options is not None and not options.fit_fallback:  # a partial pass
+            time.sleep(0.5)
+        return super().transcribe(audio, options, offset=offset)
+
+
+def test_on_a_slow_engine_each_utterance_still_gets_its_partial() -> None:
+    # A 0.5 s pass at a quarter of the time spaces the passes 2 s apart, longer than
+    # these 1.2 s utterances; the spacing runs from the last pass, not from the
+    # start of each utterance, so the second one has its pass too.
+    events: list[TextEvent] = []
+    options = StreamOptions(segmenter=SegmenterOptions(silence_ms=300), speculate=False)
+    with Scheduler(SlowPartials(ellipsis=True)) as scheduler:
+        stream = LiveStream(scheduler, options, events.append, detector=loud)
+        feed_in_step(stream, beeps((1.0, 1.2), (1.5, 1.2), (1.0, 0.0)), step=0.03)
+        assert stream.finish(timeout=10)
+    assert {e.id for e in events if e.type == "partial"} == {0, 1}, events
+    check_partials(events)
+
+
 def test_ends_sentence() -> None:
     assert ends_sentence("Ask not.") and ends_sentence("Why?") and ends_sentence('"Stop!"')
     assert not ends_sentence("and then...") and not ends_sentence("and then…")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import statistics
 import threading
 import time
@@ -210,7 +211,12 @@ class LiveStream:
         self._partial_job: Job | None = None
         self._late: _Late | None = None  # a pass that outlived its utterance
         self._final_sent = -1  # id of the last utterance whose final came back
-        self._partial_mark = 0.0  # stream time the last partial pass was submitted at
+        # Stream time the last partial pass was submitted at, in any utterance: the
+        # interval spaces the passes of the stream, so an utterance that starts long
+        # after the last pass has its first one as soon as it holds enough audio,
+        # however slow the engine (a slow one's interval can be longer than most
+        # utterances).
+        self._partial_mark = -math.inf
         self._interval = self.options.partial_interval
         self._heard_until = 0.0  # stream time up to which text has been produced
         self._last_partial: tuple[str, str] | None = None
@@ -320,7 +326,6 @@ class LiveStream:
                 self._last_heard = self.segmenter.time
                 with self._lock:
                     self._open_id, self._open_start = event.id, event.start
-                    self._partial_mark = event.start
                     self._last_partial = None
             elif isinstance(event, SpeechPaused):
                 if self.options.speculate:
