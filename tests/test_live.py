@@ -127,11 +127,16 @@ def test_streams_share_one_scheduler(scheduler: Scheduler) -> None:
     assert got["a"] == got["b"] and len(got["a"]) == 2
 
 
-class HeldEngine(EchoEngine):
-    """EchoEngine whose passes wait until the test sets `go`, then take *seconds*."""
+class HeldEngine:
+    """An engine (EchoEngine unless *inner* is given) whose passes wait until the
+    test sets `go`, then take *seconds*: an engine slower than the speaker, for as
+    long as the test says."""
 
-    def __init__(self, seconds: float = 0.0) -> None:
+    def __init__(
+        self, seconds: float = 0.0, inner: EchoEngine | SentenceEngine | None = None
+    ) -> None:
         self.seconds = seconds
+        self.inner = EchoEngine() if inner is None else inner
         self.go = threading.Event()
         self.started = threading.Event()
 
@@ -141,7 +146,7 @@ class HeldEngine(EchoEngine):
         self.started.set()
         assert self.go.wait(30), "the test never let the engine go"
         time.sleep(self.seconds)
-        return super().transcribe(audio, options, offset=offset)
+        return self.inner.transcribe(audio, options, offset=offset)
 
 
 def test_behind_counts_waiting_finals_not_the_length_of_speech() -> None:
@@ -444,23 +449,6 @@ def test_a_sentence_end_in_a_long_pause_needs_one_decode() -> None:
     assert got[0][0] < 2.0 + 0.5  # before the segmenter would have closed it
 
 
-class GatedEngine(SentenceEngine):
-    """A SentenceEngine whose first decode waits for `release`: an engine slower
-    than the speaker, for as long as the test says."""
-
-    def __init__(self, *, ellipsis: bool = True) -> None:
-        super().__init__(ellipsis=ellipsis)
-        self.entered, self.release = threading.Event(), threading.Event()
-
-    def transcribe(
-        self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
-    ) -> Transcription:
-        if not self.entered.is_set():
-            self.entered.set()
-            assert self.release.wait(10)
-        return super().transcribe(audio, options, offset=offset)
-
-
 @pytest.mark.parametrize("sentence_silence", [0.3, None])
 def test_a_final_started_at_a_pause_that_comes_back_late_is_shown_as_a_partial(
     sentence_silence: float | None,
@@ -469,7 +457,7 @@ def test_a_final_started_at_a_pause_that_comes_back_late_is_shown_as_a_partial(
     # comes back: its text is not the final, but it is what the speaker has said so
     # far, and it may be the only partial a slow engine gives (the partial passes
     # here never start).
-    engine = GatedEngine()
+    engine = HeldEngine(inner=SentenceEngine(ellipsis=True))
     events: list[TextEvent] = []
     options = StreamOptions(
         segmenter=SegmenterOptions(silence_ms=600),
@@ -484,11 +472,11 @@ def test_a_final_started_at_a_pause_that_comes_back_late_is_shown_as_a_partial(
         paused, resumed = int(2.35 * 16000) // n, int(2.55 * 16000) // n
         for block in blocks[:paused]:
             stream.feed(block)
-        assert engine.entered.wait(10)  # decoding the first run, from the pause
+        assert engine.started.wait(10)  # decoding the first run, from the pause
         for block in blocks[paused:resumed]:  # 0.15 s into the second run of sound
             stream.feed(block)
         assert not events
-        engine.release.set()
+        engine.go.set()
         caught_up(stream)
         assert [(e.type, e.id, e.text) for e in events] == [("partial", 0, "s1...")]
         for block in blocks[resumed:]:
@@ -503,7 +491,7 @@ def test_a_partial_pass_that_outlives_its_utterance_is_shown_before_the_final() 
     # A slow engine: the speaker stops while a partial pass is still running. Its
     # text comes seconds before the final (decoded after it), so it is shown, with
     # the utterance's id, and the final replaces it.
-    engine = GatedEngine(ellipsis=False)
+    engine = HeldEngine(inner=SentenceEngine())
     events: list[TextEvent] = []
     options = StreamOptions(
         segmenter=SegmenterOptions(silence_ms=300), speculate=False, partial_min_audio=0.5
@@ -516,11 +504,11 @@ def test_a_partial_pass_that_outlives_its_utterance_is_shown_before_the_final() 
         during = int(1.7 * 16000) // n
         for block in blocks[:during]:
             stream.feed(block)
-        assert engine.entered.wait(10)  # a partial pass, of the first 0.5 s or so
+        assert engine.started.wait(10)  # a partial pass, of the first 0.5 s or so
         for block in blocks[during:]:  # the utterance closes at 2.3 s
             stream.feed(block)
         assert stream.status().utterances == 0 and not events
-        engine.release.set()
+        engine.go.set()
         assert stream.finish(timeout=10)
     assert [(e.type, e.id, e.text) for e in events] == [
         ("partial", 0, "s1..."),
