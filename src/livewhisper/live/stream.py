@@ -210,7 +210,6 @@ class LiveStream:
         self._context = Context(self.options.context)  # earlier finals (guarded by _lock)
         self._partial_job: Job | None = None
         self._late: _Late | None = None  # a pass that outlived its utterance
-        self._final_sent = -1  # id of the last utterance whose final came back
         # Stream time the last partial pass was submitted at, in any utterance: the
         # interval spaces the passes of the stream, so an utterance that starts long
         # after the last pass has its first one as soon as it holds enough audio,
@@ -562,8 +561,8 @@ class LiveStream:
         """The partial event of a pass that outlived its utterance, unless the final
         has come back first (called with the lock held)."""
         job = result.job
-        if job.utterance <= self._final_sent:
-            return None
+        if job.utterance not in self._arrived:
+            return None  # its final has come back
         self._agree(late.agreement, job, transcription, hypothesis(transcription))
         return self._partial_event(late.agreement, job, transcription, late.start, late.shown)
 
@@ -709,7 +708,6 @@ class LiveStream:
     def _done(self, result: JobResult) -> None:
         job = result.job
         with self._lock:
-            self._final_sent = max(self._final_sent, job.utterance)
             self._arrived.pop(job.utterance, None)
             spoken = self._spoken.pop(job.utterance, None)
             said = job.submitted if spoken is None else self._when_fed(spoken)
