@@ -23,6 +23,7 @@ class ProtocolError(Exception):
 
 
 def clip(reason: str) -> str:
-    """A close reason fits in 123 bytes."""
+    """A close reason, or an event message, cut to the 123 bytes a close frame
+    allows (`WebSocketTransport.close` cuts every reason it sends)."""
     data = reason.encode()
     return reason if len(data) <= 123 else data[:120].decode(errors="ignore") + "..."

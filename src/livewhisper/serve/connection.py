@@ -28,7 +28,6 @@ from livewhisper.serve.close import (
     CLOSE_TRY_AGAIN,
     CLOSE_UNSUPPORTED,
     ProtocolError,
-    clip,
 )
 from livewhisper.serve.hub import Hub, HubSession, shift_event
 from livewhisper.serve.intake import AudioIntake, Offload, check_stream
@@ -258,7 +257,7 @@ class AudioConnection:
         try:
             stream = self.make_stream(self.request, self._event_callback(session))
         except LivewhisperError as exc:
-            raise ProtocolError(CLOSE_INVALID, clip(str(exc))) from None
+            raise ProtocolError(CLOSE_INVALID, str(exc)) from None
         self.intake = AudioIntake(
             stream,
             self.rate,

@@ -20,7 +20,7 @@ import numpy as np
 from livewhisper.audio.containers import ContainerError, ContainerKind, StreamDecoder, sniff
 from livewhisper.audio.pcm import Resampler, from_pcm16
 from livewhisper.live.contract import AudioStream
-from livewhisper.serve.close import CLOSE_INTERNAL, CLOSE_INVALID, ProtocolError, clip
+from livewhisper.serve.close import CLOSE_INTERNAL, CLOSE_INVALID, ProtocolError
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ def check_stream(stream: AudioStream, session_id: str | None) -> None:
     error = stream.error
     if error is not None:
         log.error("stream of session %s failed: %s", session_id, error)
-        raise ProtocolError(CLOSE_INTERNAL, clip(f"transcription failed: {error}"))
+        raise ProtocolError(CLOSE_INTERNAL, f"transcription failed: {error}")
 
 
 class AudioIntake:
@@ -103,7 +103,7 @@ class AudioIntake:
         try:
             self._decoder.write(data)
         except ContainerError as exc:
-            raise ProtocolError(CLOSE_INVALID, clip(f"audio stream: {exc}")) from None
+            raise ProtocolError(CLOSE_INVALID, f"audio stream: {exc}") from None
 
     async def close(self) -> None:
         """The end of this stream's audio: what the decoder or the resampler holds is
@@ -145,7 +145,7 @@ class AudioIntake:
         def on_end(reason: str | None) -> None:  # decoder thread
             if reason is not None:
                 loop.call_soon_threadsafe(
-                    fail, ProtocolError(CLOSE_INVALID, clip(f"audio stream: {reason}"))
+                    fail, ProtocolError(CLOSE_INVALID, f"audio stream: {reason}")
                 )
 
         return StreamDecoder(

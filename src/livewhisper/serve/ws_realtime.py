@@ -309,7 +309,7 @@ class RealtimeConnection(AudioConnection):
         live.reported = True
         log.error("session %s: the stream failed: %s", self.id, error)
         self.send(ev.error_event(ev.stream_failed(error)))
-        self.fail(ProtocolError(CLOSE_INTERNAL, clip(f"transcription failed: {error}")))
+        self.fail(ProtocolError(CLOSE_INTERNAL, f"transcription failed: {error}"))
 
     async def _finish(self, live: _Live) -> None:
         """End *live*'s audio: its open utterance is transcribed, and every final sent."""
