@@ -51,6 +51,31 @@ def test_a_loop_is_not_carried() -> None:
     assert context.prompt(8.0) == "a new sentence"
 
 
+def test_a_lower_case_start_after_a_sentence_end_drops_the_context() -> None:
+    # Whisper starts a new sentence with a capital; one that does not is following
+    # the prompt's style, and remembered, it would make the next prompt more so.
+    context = Context()
+    context.add("Your passwords have been changed.", start=0.0, end=2.0, language="en")
+    context.add("message.", start=3.0, end=4.0, language="en")
+    assert context.prompt(5.0) is None
+    context.add("Press 1 to record.", start=5.0, end=6.0, language="en")
+    assert context.prompt(7.0) == "Press 1 to record."
+
+
+def test_a_sentence_that_goes_on_in_lower_case_is_carried() -> None:
+    context = Context()
+    context.add("So we went down to the", start=0.0, end=2.0, language="en")
+    context.add("market and bought bread.", start=2.5, end=4.0, language="en")
+    assert context.prompt(5.0) == "So we went down to the market and bought bread."
+    context.add("I met Mr.", start=5.0, end=6.0, language="en")  # a title ends no sentence
+    context.add("smith there.", start=6.5, end=7.0, language="en")
+    assert context.prompt(8.0) == (
+        "So we went down to the market and bought bread. I met Mr. smith there."
+    )
+    context.add("4 of them came.", start=8.0, end=9.0, language="en")  # no case to judge
+    assert context.prompt(10.0) is not None and context.prompt(10.0).endswith("4 of them came.")
+
+
 def test_zero_words_is_no_context() -> None:
     context = Context(ContextOptions(words=0))
     context.add("anything", start=0.0, end=1.0, language="en")
@@ -108,6 +133,18 @@ def test_a_run_of_words_said_twice_is_a_loop() -> None:
     assert not repeats_itself("Please try again. You are the only participant.")
     assert not repeats_itself("Press 1 to mute. Press 2 to lock the conference.")
     assert not repeats_itself("no no no")  # short repeats are speech, not a loop
+
+
+def test_a_sentence_said_twice_in_a_row_is_a_loop() -> None:
+    from livewhisper.engine.guards import repeats_itself
+
+    assert repeats_itself("Message. Message.")
+    assert repeats_itself("telephone number. telephone number.")
+    assert repeats_itself("Please hold. Z. Z.")
+    assert repeats_itself("Is it you? is it you?")
+    assert not repeats_itself("Thank you. Thank you very much.")
+    assert not repeats_itself("No. Yes. No.")
+    assert not repeats_itself("Message.")
 
 
 def test_a_decode_that_repeats_itself_with_context_is_decoded_without(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 import numpy as np
@@ -511,3 +513,74 @@ def test_stop_drains_the_finals_of_every_worker() -> None:
     stopper.join(10)
     assert not stopper.is_alive() and not s.running
     assert sorted(engine.started) == sorted(f"{x}:final:{n}" for x in "abc" for n in range(2))
+
+
+class Releases:
+    """A HeapTrimmer's release that records when it is called, and what was queued."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.engine: FakeEngine | None = None
+
+    def __call__(self) -> None:
+        self.calls.append(list(self.engine.calls) if self.engine else [])
+
+
+def test_the_heap_is_released_only_when_no_job_waits() -> None:
+    from livewhisper.engine.heap import HeapTrimmer
+
+    engine, done, releases = FakeEngine(hold_first=True), [], Releases()
+    releases.engine = engine
+    with Scheduler(engine, heap=HeapTrimmer(every=0.0, release=releases)) as s:
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)
+        s.submit(job("a", "final", 1, done))
+        s.submit(job("b", "partial", 1, done))
+        engine.release.set()
+        assert s.wait_idle(timeout=10)
+    # One release, after the last of the three jobs, none between them.
+    assert releases.calls == [["a:final:0", "a:final:1", "b:partial:1"]]
+
+
+def test_the_heap_is_released_at_most_once_a_period() -> None:
+    from livewhisper.engine.heap import HeapTrimmer
+
+    now = [100.0]
+    releases: list[float] = []
+    trimmer = HeapTrimmer(every=60.0, release=lambda: releases.append(now[0]), clock=lambda: now[0])
+    assert trimmer.idle()
+    now[0] = 159.0
+    assert not trimmer.idle()
+    now[0] = 160.0
+    assert trimmer.idle()
+    assert releases == [100.0, 160.0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_malloc_trim_gives_freed_heap_back_to_the_system() -> None:
+    # Many small blocks (below glibc's mmap threshold, so they come from the heap),
+    # every other one freed: the holes between live blocks stay in the heap, as the
+    # freed buffers of a decode do, until trimmed.
+    import ctypes
+
+    from livewhisper.engine.heap import HeapTrimmer
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    trimmer = HeapTrimmer(every=0.0)
+    assert trimmer.available
+    blocks = [libc.malloc(32 * 1024) for _ in range(4096)]  # 128 MiB
+    for b in blocks:
+        ctypes.memset(b, 1, 32 * 1024)
+    for b in blocks[::2]:
+        libc.free(b)
+    freed = rss()
+    assert trimmer.idle()
+    assert freed - rss() > 48 * 2**20, (freed, rss())  # of the 64 MiB of holes
+    for b in blocks[1::2]:
+        libc.free(b)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Any
 
@@ -13,16 +14,28 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
+#: Where a sentence ends inside a text: after a full stop, question or exclamation mark.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?。？！])\s+")
+
+
+def _plain(text: str) -> list[str]:
+    return [t.strip(".,!?;:\"'。？！").lower() for t in text.split()]
+
+
 def repeats_itself(text: str, words: int = 4) -> bool:
-    """True if a run of at least *words* words comes twice in a row ("press two to
-    call. press two to call."): Whisper looping, not speech."""
-    tokens = [t.strip(".,!?;:\"'").lower() for t in text.split()]
+    """True if Whisper is looping, not transcribing speech: a run of at least
+    *words* words comes twice in a row ("press two to call. press two to call."),
+    or a sentence of any length comes twice in a row ("Message. Message.").
+
+    Words said again without a sentence between them ("no no no") are speech."""
+    tokens = _plain(text)
     n = len(tokens)
     for size in range(words, n // 2 + 1):
         for i in range(n - 2 * size + 1):
             if tokens[i : i + size] == tokens[i + size : i + 2 * size]:
                 return True
-    return False
+    sentences = [_plain(s) for s in _SENTENCE_BREAK.split(text.strip()) if s]
+    return any(a and a == b for a, b in zip(sentences, sentences[1:], strict=False))
 
 
 def is_hallucination(segment: Any, options: TranscribeOptions) -> bool:

@@ -15,6 +15,10 @@ runs that many workers, under the same rules: a stream has at most one job in
 flight, so its finals are decoded and handed over in order, each with the text of
 the ones before; the callbacks (`Job.on_done`) are called one at a time; and
 uploads' windows leave one worker to live work unless they are overdue.
+
+When the last job is done and none waits, the workers give the C heap's free
+memory back to the system (`engine.heap`), at most once a minute, so that a
+session of hours does not keep the high-water mark of its longest decode.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 
 from livewhisper.audio.pcm import SAMPLE_RATE
 from livewhisper.engine.contract import TranscribeOptions, Transcriber, Transcription
+from livewhisper.engine.heap import HeapTrimmer
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +124,7 @@ class Scheduler:
         max_partials_per_stream: int = 1,
         batch_patience: float = 10.0,
         workers: int | None = None,
+        heap: HeapTrimmer | None = None,
     ) -> None:
         if workers is None:
             workers = int(getattr(engine, "concurrency", 1))
@@ -141,6 +147,7 @@ class Scheduler:
         self._done = threading.Lock()  # one callback at a time
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._heap = heap if heap is not None else HeapTrimmer()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -333,6 +340,11 @@ class Scheduler:
                 with self._cond:
                     del self._running[job.stream]
                     self._cond.notify_all()
+                    idle = not self._running and not any(
+                        q.finals or q.partials or q.batch for q in self._streams.values()
+                    )
+                if idle:
+                    self._heap.idle()
 
     def _run(self, job: Job) -> None:
         started = time.monotonic()

@@ -14,6 +14,12 @@ Rules (each guards against what a prompt can carry forward):
   of words said twice in a row) is not remembered, so a repetition cannot seed
   the next one (and `Engine.transcribe` decodes again without context a result
   that repeats itself);
+* a final that starts in lower case although the remembered text ends a
+  sentence is not remembered, and the context is dropped: Whisper writes a new
+  sentence with a capital, so a lower-case start says the prompt is leading the
+  model's style rather than the audio leading the text. Left alone, that is a
+  loop of its own: each lower-case final, remembered, makes the next prompt more
+  lower-case (an hour-long session drifted that way into "message. message.");
 * a final in another language than the remembered text starts the context
   afresh, so one speaker's language is not pushed onto the next;
 * after `ContextOptions.reset_after` seconds without a final, the context is
@@ -28,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from livewhisper.engine.guards import compression_ratio, repeats_itself
+from livewhisper.live.cuts import word_ends_sentence
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,9 @@ class Context:
             return
         if compression_ratio(text) > self.options.max_compression_ratio or repeats_itself(text):
             self._words.clear()  # a loop: neither it nor what led into it is carried
+            return
+        if self._words and word_ends_sentence(self._words[-1]) and words[0][:1].islower():
+            self._words.clear()  # the prompt's style leads: start again from the audio
             return
         self._words.extend(words)
         self._language = language or self._language
