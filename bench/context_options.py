@@ -43,17 +43,19 @@ from livewhisper.live.segmenter import (  # noqa: E402
 )
 from livewhisper.metrics import corpus_wer  # noqa: E402
 
-#: (label, context words, fitted window padding in seconds)
+#: (label, context words, fitted window padding in seconds, and whether a lower-case
+#: final after a sentence end drops the context: `ContextOptions.restart_on_lower_case`)
 OPTIONS = [
-    ("no context, pad 10 (before)", 0, 10.0),
-    ("20 words, pad 10", 20, 10.0),
-    ("40 words, pad 10", 40, 10.0),
-    ("80 words, pad 10 (default)", 80, 10.0),
-    ("150 words, pad 10", 150, 10.0),
-    ("80 words, pad 5", 80, 5.0),
-    ("80 words, pad 15", 80, 15.0),
-    ("80 words, pad 20", 80, 20.0),
-    ("no context, 30 s window", 0, 30.0),
+    ("no context, pad 10 (before)", 0, 10.0, True),
+    ("80 words, pad 10, no lower-case restart", 80, 10.0, False),
+    ("20 words, pad 10", 20, 10.0, True),
+    ("40 words, pad 10", 40, 10.0, True),
+    ("80 words, pad 10 (default)", 80, 10.0, True),
+    ("150 words, pad 10", 150, 10.0, True),
+    ("80 words, pad 5", 80, 5.0, True),
+    ("80 words, pad 15", 80, 15.0, True),
+    ("80 words, pad 20", 80, 20.0, True),
+    ("no context, 30 s window", 0, 30.0, True),
 ]
 
 
@@ -67,13 +69,13 @@ def utterances(audio: np.ndarray) -> list[UtteranceClosed]:
 
 
 def live_text(
-    engine: Engine, cuts: list[UtteranceClosed], words: int, pad: float
+    engine: Engine, cuts: list[UtteranceClosed], words: int, pad: float, restart: bool = True
 ) -> tuple[str, list[float]]:
     """The finals of one recording decoded in order; and each decode's seconds."""
     options = TranscribeOptions().for_utterance()
     if pad >= 30:
         options = replace(options, fit_window=False)
-    context = Context(ContextOptions(words=words)) if words else None
+    context = Context(ContextOptions(words=words, restart_on_lower_case=restart)) if words else None
     texts, times = [], []
     engine_module.FIT_PAD = pad
     try:
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--set", choices=["tune", "heldout", "all"], default="tune")
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--only", help="only the options whose label contains this")
     parser.add_argument("--replot", action="store_true", help="only draw --plot from OUT")
     args = parser.parse_args()
     if args.replot:
@@ -115,10 +118,12 @@ def main() -> None:
         print(f"{r.id}: {len(data[-1][1])} utterances", file=sys.stderr)
     file_wer = corpus_wer([(r.reference, t) for r, _, t in data])
     rows = []
-    for label, words, pad in OPTIONS:
+    for label, words, pad, restart in OPTIONS:
+        if args.only and args.only not in label:
+            continue
         pairs, times = [], []
         for r, cuts, _ in data:
-            text, spent = live_text(engine, cuts, words, pad)
+            text, spent = live_text(engine, cuts, words, pad, restart)
             pairs.append((r.reference, text))
             times += spent
         wer = corpus_wer(pairs)

@@ -49,6 +49,9 @@ class ContextOptions:
     #: Text compressing better than this (gzip ratio, as Whisper's own check) is a
     #: loop, not speech: it is not remembered.
     max_compression_ratio: float = 2.4
+    #: Drop the context when a final starts in lower case after a sentence end (the
+    #: prompt leading the model's style); False only to measure what the rule does.
+    restart_on_lower_case: bool = True
 
     def __post_init__(self) -> None:
         if self.words < 0 or self.reset_after <= 0:
@@ -82,7 +85,12 @@ class Context:
         if compression_ratio(text) > self.options.max_compression_ratio or repeats_itself(text):
             self._words.clear()  # a loop: neither it nor what led into it is carried
             return
-        if self._words and word_ends_sentence(self._words[-1]) and words[0][:1].islower():
+        if (
+            self.options.restart_on_lower_case
+            and self._words
+            and word_ends_sentence(self._words[-1])
+            and words[0][:1].islower()
+        ):
             self._words.clear()  # the prompt's style leads: start again from the audio
             return
         self._words.extend(words)
