@@ -19,7 +19,7 @@ import pytest
 from livewhisper.audio.pcm import SAMPLE_RATE
 from livewhisper.engine.contract import FileInfo, TranscribeOptions, Transcription
 from livewhisper.engine.guards import is_hallucination
-from livewhisper.engine.local import Engine, quietest_cut
+from livewhisper.engine.local import MAX_NEW_TOKENS, Engine, quietest_cut, token_budget
 from livewhisper.metrics import normalize, word_error_rate
 from livewhisper.transcript import Segment, Word
 from scripted_decoder import CONFIDENT, INVENTED, Heard, ScriptedDecoder
@@ -112,6 +112,60 @@ def test_a_fitted_decode_that_loops_is_decoded_again_in_the_full_window(
     assert decoder.calls >= 3  # the fitted window, then the 30 s one
     decoder.heard = Heard(" And so, my fellow Americans.", -0.3, 0.05)
     assert engine._fitted(speech("goforward.flac"), options, 0.0) is not None
+
+
+class RecordingDecoder(ScriptedDecoder):
+    """A scripted decoder that also keeps, per call, the prompt's length and the
+    tokens it was allowed to generate."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.room: list[int] = []
+
+    def generate(self, features: Any, prompts: list[list[int]], **kwargs: Any) -> list[Any]:
+        self.room.append(kwargs["max_length"] - len(prompts[0]))
+        return super().generate(features, prompts, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_live_utterance_that_loops_costs_a_bounded_decode(
+    engine: Engine, speech: Callable[[str], np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A loop fails every check at every temperature: the fitted window, then the
+    # 30 s window's whole fallback. Each of those generations may say only what
+    # the utterance could hold, not the model's 448 tokens (12 s for a 1 s
+    # utterance on 2 cores, and every stream of a server waiting behind it).
+    looped = Heard(" the" * 40, avg_logprob=-0.2, no_speech_prob=0.05)
+    decoder = RecordingDecoder(engine._model.model, engine._model.hf_tokenizer, looped)
+    monkeypatch.setattr(engine._model, "model", decoder)
+    audio = speech("goforward.flac")
+    budget = token_budget(len(audio) / SAMPLE_RATE)
+    assert budget < 100
+    engine.transcribe(audio, replace(TranscribeOptions().for_utterance(), context="Go on."))
+    assert len(decoder.room) >= 7  # fitted, six temperatures, then without the context
+    assert max(decoder.room) <= budget
+    # A file's window is not a live utterance: the model's own limit.
+    decoder.room.clear()
+    engine.transcribe(audio, TranscribeOptions(vad_filter=False))
+    assert min(decoder.room) > MAX_NEW_TOKENS
+    # Previous text and hotwords that leave less room than the budget: no budget
+    # rather than a prompt and budget past the model's limit, which faster-whisper
+    # refuses.
+    decoder.room.clear()
+    crowded = replace(
+        TranscribeOptions().for_utterance(),
+        initial_prompt="word " * 300,
+        hotwords="term " * 300,
+    )
+    engine.transcribe(audio, crowded)
+    assert decoder.room
+
+
+def test_the_token_budget_grows_with_the_audio_up_to_half_the_model() -> None:
+    assert token_budget(0.0) == 20
+    assert token_budget(1.0) == 32
+    assert token_budget(5.0) == 80
+    assert token_budget(30.0) == MAX_NEW_TOKENS == 220
 
 
 @pytest.mark.slow

@@ -28,6 +28,18 @@ log = logging.getLogger(__name__)
 #: Whisper needs to see the speech end to stop cleanly.
 FIT_PAD = 10.0
 
+#: Tokens a live utterance's decode may generate: `BASE_TOKENS` plus
+#: `TOKENS_PER_SECOND` for each second of its audio, at most `MAX_NEW_TOKENS`.
+#: Speech is about 4-5 tokens a second, timestamps included; a decode that goes on
+#: far past that is a loop. Unbounded, such a loop runs to the model's limit of
+#: 448 tokens, and in the full window's temperature fallback it does so again at
+#: each of the six temperatures with five hypotheses: a 1 s utterance took 12 s
+#: that way here, and every stream of a server waited behind it.
+BASE_TOKENS = 20
+TOKENS_PER_SECOND = 12
+#: At most half the model's 448 tokens: the other half is the previous text's.
+MAX_NEW_TOKENS = 220
+
 #: `Engine.auto_batch_size` on each kind of device.
 AUTO_BATCH_CPU = 4
 AUTO_BATCH_GPU = 16
@@ -46,6 +58,11 @@ class ModelOptions:
     compute_type: str = "default"  # "default" is int8 on the CPU, float16 on CUDA
     threads: int = 0  # CPU threads; 0 lets CTranslate2 choose
     download: bool = True  # allow a Hub download for models not on this machine
+
+
+def token_budget(seconds: float) -> int:
+    """The tokens a decode of a live utterance of *seconds* may generate."""
+    return min(MAX_NEW_TOKENS, BASE_TOKENS + int(TOKENS_PER_SECOND * seconds))
 
 
 def resolve_device(device: str) -> str:
@@ -154,7 +171,33 @@ class Engine:
             compression_ratio_threshold=options.compression_ratio_threshold,
             without_timestamps=options.without_timestamps,
             hotwords=options.hotwords,
+            max_new_tokens=self._budget(audio, options, language),
         )
+
+    def _budget(
+        self, audio: np.ndarray, options: TranscribeOptions, language: str | None
+    ) -> int | None:
+        """The tokens a decode of *audio* may generate: a live utterance's (fitted
+        first, then decoded the usual way when that looked wrong) is short, and what
+        Whisper says past `token_budget` is a loop, not to be waited for. None (the
+        model's limit) for anything else, and where the previous text and hotwords
+        leave less room than the budget (faster-whisper refuses a prompt and budget
+        past the model's limit)."""
+        if not options.fit_window:
+            return None
+        model = self._model
+        half = model.max_length // 2 - 1  # faster-whisper keeps at most this of each
+
+        def tokens(text: str | None) -> int:
+            if not text or not text.strip():
+                return 0
+            ids = model.hf_tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids
+            return min(len(ids), int(half))
+
+        # + previous-text marker, start of transcript, language, task, no timestamps
+        prompt = tokens(self._prompt(options, language)) + tokens(options.hotwords) + 5
+        budget = token_budget(len(audio) / SAMPLE_RATE)
+        return budget if prompt + budget <= model.max_length else None
 
     def stream(
         self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
@@ -261,7 +304,7 @@ class Engine:
             encoded,
             [prompt],
             beam_size=options.beam_size,
-            max_length=min(model.max_length, len(prompt) + 20 + int(12 * seconds)),
+            max_length=min(model.max_length, len(prompt) + token_budget(seconds)),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
