@@ -60,6 +60,11 @@ def test_a_lower_case_start_after_a_sentence_end_drops_the_context() -> None:
     assert context.prompt(5.0) is None
     context.add("Press 1 to record.", start=5.0, end=6.0, language="en")
     assert context.prompt(7.0) == "Press 1 to record."
+    # The rule can be turned off, to measure what it does (bench/context_options.py).
+    carried = Context(ContextOptions(restart_on_lower_case=False))
+    carried.add("Your passwords have been changed.", start=0.0, end=2.0, language="en")
+    carried.add("message.", start=3.0, end=4.0, language="en")
+    assert carried.prompt(5.0) == "Your passwords have been changed. message."
 
 
 def test_a_sentence_that_goes_on_in_lower_case_is_carried() -> None:
