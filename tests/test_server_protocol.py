@@ -32,6 +32,7 @@ from livewhisper.metrics import word_error_rate as wer
 from livewhisper.serve.options import ServerOptions
 from livewhisper.serve.server import LiveServer, running
 from livewhisper.serve.streams import StreamRequest
+from livewhisper.serve.transport import Disconnected, WebSocketTransport
 from livewhisper.transcript import TextEvent
 
 T = TypeVar("T")
@@ -322,6 +323,48 @@ def test_container_audio_on_both_paths(encoded_speech: Callable[[str, str], byte
                         event = await recv_json(viewer)
                     assert abs(float(event["text"]) - 11.0) < 0.05, (path, fmt)
             await viewer.close()
+
+    run(main())
+
+
+def test_a_send_that_finds_the_client_gone_does_not_stop_receiving() -> None:
+    # A client that sends its last audio and closes while the server is sending it
+    # a partial: the send fails, and the audio it sent before closing must still be
+    # received (the container test above lost its last seconds that way, now and
+    # then). The ASGI server hands over the messages, then the disconnect.
+    from starlette.websockets import WebSocket
+
+    async def main() -> None:
+        inbox: list[dict[str, Any]] = [
+            {"type": "websocket.connect"},
+            {"type": "websocket.receive", "bytes": b"last audio"},
+            {"type": "websocket.receive", "text": "{}"},
+            {"type": "websocket.disconnect", "code": 1000},
+        ]
+        sends: list[str] = []
+
+        async def receive() -> dict[str, Any]:
+            return inbox.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            sends.append(message["type"])
+            if message["type"] == "websocket.send":
+                raise OSError("the client has gone")
+
+        websocket = WebSocket({"type": "websocket", "path": "/ws", "headers": []}, receive, send)
+        await websocket.accept()
+        transport = WebSocketTransport(websocket)
+        with pytest.raises(Disconnected):
+            await transport.send("partial")
+        with pytest.raises(Disconnected):
+            await transport.send("another")  # not tried again
+        assert sends == ["websocket.accept", "websocket.send"]
+        assert await transport.receive() == b"last audio"
+        assert await transport.receive() == "{}"
+        with pytest.raises(Disconnected):
+            await transport.receive()
+        with pytest.raises(Disconnected):
+            await transport.receive()
 
     run(main())
 

@@ -63,12 +63,17 @@ class WebSocketTransport:
     seconds, because it does not read and the socket's buffers are full, gives the
     connection up: `Disconnected` (1006), and the handler ends instead of waiting
     for ever.
+
+    A send that finds the client gone ends sending, not receiving: what the client
+    sent before it closed (the last seconds of its audio) is still received, up to
+    the disconnect the server hands over after it.
     """
 
     def __init__(self, websocket: WebSocket, send_timeout: float = 20.0) -> None:
         self.websocket = websocket
         self.send_timeout = send_timeout
         self._gone: Disconnected | None = None  # received a disconnect, or sent a close
+        self._unsendable: Disconnected | None = None  # a send found the client gone
 
     @property
     def remote(self) -> str | None:
@@ -92,8 +97,9 @@ class WebSocketTransport:
         return bytes(message.get("bytes") or b"")
 
     async def send(self, message: str | bytes) -> None:
-        if self._gone is not None:
-            raise self._gone
+        gone = self._gone or self._unsendable
+        if gone is not None:
+            raise gone
         try:
             if isinstance(message, str):
                 sending = self.websocket.send_text(message)
@@ -104,8 +110,8 @@ class WebSocketTransport:
             self._gone = Disconnected(1006, NOT_READING)
             raise self._gone from None
         except (WebSocketDisconnect, OSError) as exc:
-            self._gone = Disconnected(getattr(exc, "code", 1006))
-            raise self._gone from None
+            self._unsendable = Disconnected(getattr(exc, "code", 1006))
+            raise self._unsendable from None
         except RuntimeError:  # the server's protocol has closed it (a frame too big)
             self._gone = Disconnected(1006)
             raise self._gone from None
