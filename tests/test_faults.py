@@ -78,16 +78,21 @@ def beeps(*pattern: tuple[float, float]) -> np.ndarray:
 
 
 class ArraySource:
-    """Audio from an array, in 20 ms blocks, as fast as it is read."""
+    """Audio from an array, in 20 ms blocks, as fast as it is read, or *speed* times
+    faster than real time (and then it ends when the session stops, as a device's
+    blocks do)."""
 
     name = "array"
     overflows = 0
 
-    def __init__(self, audio: np.ndarray) -> None:
+    def __init__(self, audio: np.ndarray, speed: float | None = None) -> None:
         self.audio = audio
+        self.pause = 0.02 / speed if speed else 0.0
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
         for i in range(0, len(self.audio), 320):
+            if self.pause and stop.wait(self.pause):
+                return
             yield self.audio[i : i + 320]
 
     def close(self) -> None:
@@ -295,8 +300,11 @@ def test_the_last_output_failing_ends_the_session() -> None:
     def full_disk(event: TextEvent) -> None:
         raise OutputError("Disk full writing standard output: free space or write it elsewhere.")
 
+    # 41 s of audio at 10 times real time: the first final fails 0.2 s in. As fast
+    # as it is read, a busy machine let the whole array be fed before that final ran.
+    audio = beeps(*[(1.0, 1.0)] * 20)
     with Scheduler(FailingEngine()) as scheduler:
-        session = Session(ArraySource(beeps(*[(1.0, 1.0)] * 20)), scheduler, OPTIONS, [full_disk])
+        session = Session(ArraySource(audio, speed=10), scheduler, OPTIONS, [full_disk])
         session.stream.segmenter.detector = loud  # type: ignore[attr-defined]
         result = session.run()
     assert isinstance(result.error, OutputError)
