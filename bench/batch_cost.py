@@ -31,18 +31,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from corpus import DEFAULT_SHARED  # noqa: E402
 from livewhisper.audio.files import read_all  # noqa: E402
 from livewhisper.audio.pcm import SAMPLE_RATE  # noqa: E402
 from livewhisper.engine import local  # noqa: E402
 from livewhisper.engine.local import Engine, ModelOptions  # noqa: E402
 
-SPEECH = ROOT.parent / "shared" / "data" / "speech"
-
 
 def utterances(count: int) -> list[np.ndarray]:
     """The first *count* recordings of 1.5-6 s in the shared speech data."""
     found = []
-    for path in sorted(SPEECH.rglob("*")):
+    for path in sorted(DEFAULT_SHARED.rglob("*")):
         if path.suffix not in (".wav", ".flac"):
             continue
         audio = read_all(path)

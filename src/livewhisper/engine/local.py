@@ -156,12 +156,13 @@ class Engine:
         language = options.language
         if language is None and not self.multilingual:
             language = "en"
+        prompt = self._prompt(options, language)
         return (model or self._model).transcribe(  # type: ignore[no-any-return]
             audio,
             language=language,
             task=options.task,
             beam_size=options.beam_size,
-            initial_prompt=self._prompt(options, language),
+            initial_prompt=prompt,
             word_timestamps=options.word_timestamps,
             vad_filter=options.vad_filter,
             condition_on_previous_text=options.condition_on_previous_text,
@@ -171,18 +172,18 @@ class Engine:
             compression_ratio_threshold=options.compression_ratio_threshold,
             without_timestamps=options.without_timestamps,
             hotwords=options.hotwords,
-            max_new_tokens=self._budget(audio, options, language),
+            max_new_tokens=self._budget(audio, options, prompt),
         )
 
     def _budget(
-        self, audio: np.ndarray, options: TranscribeOptions, language: str | None
+        self, audio: np.ndarray, options: TranscribeOptions, prompt_text: str | None
     ) -> int | None:
         """The tokens a decode of *audio* may generate: a live utterance's (fitted
         first, then decoded the usual way when that looked wrong) is short, and what
         Whisper says past `token_budget` is a loop, not to be waited for. None (the
-        model's limit) for anything else, and where the previous text and hotwords
-        leave less room than the budget (faster-whisper refuses a prompt and budget
-        past the model's limit)."""
+        model's limit) for anything else, and where the previous text
+        (*prompt_text*) and hotwords leave less room than the budget (faster-whisper
+        refuses a prompt and budget past the model's limit)."""
         if not options.fit_window:
             return None
         model = self._model
@@ -195,7 +196,7 @@ class Engine:
             return min(len(ids), int(half))
 
         # + previous-text marker, start of transcript, language, task, no timestamps
-        prompt = tokens(self._prompt(options, language)) + tokens(options.hotwords) + 5
+        prompt = tokens(prompt_text) + tokens(options.hotwords) + 5
         budget = token_budget(len(audio) / SAMPLE_RATE)
         return budget if prompt + budget <= model.max_length else None
 
