@@ -86,6 +86,8 @@ class RunResult:
     uploads: int = 0  # uploads finished while the clients ran, or after they stopped
     upload_seconds: float = float("nan")  # the first upload's time, request to answer
     upload_wer: float = float("nan")
+    live_batch: int = 1  # the scheduler's live batch
+    per_call: float = 1.0  # live jobs per engine call, on average
 
 
 def references() -> dict[str, str]:
@@ -308,10 +310,15 @@ def plot(runs: list[RunResult], path: Path, title: str) -> None:
 
     loaded = [r for r in runs if r.upload_minutes]
     runs = [r for r in runs if not r.upload_minutes]
-    n = [r.clients for r in runs]
+    n = sorted({r.clients for r in runs})
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    ax.plot(n, [r.p50 for r in runs], "o-", label="median latency")
-    ax.plot(n, [r.p95 for r in runs], "s-", label="95th percentile latency")
+    settings = sorted({r.live_batch for r in runs})
+    for batch in settings:
+        rows = [r for r in runs if r.live_batch == batch]
+        label = "" if len(settings) == 1 else f", live batch {batch}"
+        x = [r.clients for r in rows]
+        ax.plot(x, [r.p50 for r in rows], "o-", label=f"median latency{label}")
+        ax.plot(x, [r.p95 for r in rows], "s-", label=f"95th percentile latency{label}")
     if loaded:
         label = f"95th percentile, {loaded[0].upload_minutes:g} min upload meanwhile"
         ax.plot([r.clients for r in loaded], [r.p95 for r in loaded], "s--", label=label)
@@ -321,7 +328,10 @@ def plot(runs: list[RunResult], path: Path, title: str) -> None:
     ax.set_xticks(n)
     ax.set_ylim(bottom=0)
     ax2 = ax.twinx()
-    ax2.plot(n, [100 * r.wer for r in runs], "^:", color="tab:red", label="WER")
+    for batch in settings:
+        rows = [r for r in runs if r.live_batch == batch]
+        label = "WER" if len(settings) == 1 else f"WER, live batch {batch}"
+        ax2.plot([r.clients for r in rows], [100 * r.wer for r in rows], "^:", label=label)
     ax2.set_ylabel("word error rate (%)", color="tab:red")
     ax2.set_ylim(0, max(30, 100 * max(r.wer for r in runs) * 1.3))
     lines = ax.get_legend_handles_labels()
@@ -334,14 +344,16 @@ def plot(runs: list[RunResult], path: Path, title: str) -> None:
 
 def table(runs: list[RunResult]) -> str:
     uploads = any(r.upload_minutes for r in runs)
-    head = "| clients | finals | median latency | p95 latency | max | WER | told busy "
+    head = "| clients | live batch | jobs per call | finals | median latency | p95 latency "
+    head += "| max | WER | told busy "
     head += "| turned away | one 5 s job alone | load avg before |"
     if uploads:
         head += " upload meanwhile | upload took | upload WER |"
     lines = [head, "|---:" * (head.count("|") - 1) + "|"]
     for r in runs:
         line = (
-            f"| {r.clients} | {r.utterances} | {r.p50:.2f} s | {r.p95:.2f} s | {r.max:.2f} s "
+            f"| {r.clients} | {r.live_batch} | {r.per_call:.2f} | {r.utterances} "
+            f"| {r.p50:.2f} s | {r.p95:.2f} s | {r.max:.2f} s "
             f"| {_percent(r.wer)} | {r.busy_clients} | {r.turned_away} | {r.solo_job:.2f} s "
             f"| {r.load_before:.2f} |"
         )
@@ -384,30 +396,53 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
         long, said = long_speech(args.upload_minutes, references())
         wav = encode(long, "wav")
     runs = []
-    with Scheduler(engine) as scheduler:
-        make, backlog = live_streams(scheduler, StreamOptions(transcribe=transcribe))
-        options = ServerOptions(port=0, max_clients=max(args.clients) + 1)
-        routes = openai_routes(scheduler, token=None)  # the server's own /v1 routes
-        with ServerThread(options, make, backlog=backlog, extra_routes=routes) as server:
-            url = server.url("/ws").replace("http", "ws", 1)
-            upload = (server.url("/v1"), wav, said, args.upload_minutes)
-            for n in args.clients:
-                for with_upload in (False, True) if args.upload_minutes else (False,):
-                    # How fast the model is on this machine now, alone: one 5 s utterance.
-                    started = time.monotonic()
-                    engine.transcribe(solo_clip, transcribe)
-                    solo = time.monotonic() - started
-                    run = await run_clients(
-                        url, n, clips, args.seed, solo, upload if with_upload else None
-                    )
-                    runs.append(run)
-                    print(summary(run), file=sys.stderr, flush=True)
+    for live_batch in args.live_batch:
+        sizes: list[int] = []
+        engine.transcribe_many = counted(engine.transcribe_many, sizes)
+        with Scheduler(engine, live_batch=live_batch or None) as scheduler:
+            make, backlog = live_streams(scheduler, StreamOptions(transcribe=transcribe))
+            options = ServerOptions(port=0, max_clients=max(args.clients) + 1)
+            routes = openai_routes(scheduler, token=None)  # the server's own /v1 routes
+            with ServerThread(options, make, backlog=backlog, extra_routes=routes) as server:
+                url = server.url("/ws").replace("http", "ws", 1)
+                upload = (server.url("/v1"), wav, said, args.upload_minutes)
+                for n in args.clients:
+                    for with_upload in (False, True) if args.upload_minutes else (False,):
+                        # How fast the model is on this machine now, alone: one 5 s
+                        # utterance.
+                        started = time.monotonic()
+                        engine.transcribe(solo_clip, transcribe)
+                        solo = time.monotonic() - started
+                        sizes.clear()
+                        run = await run_clients(
+                            url, n, clips, args.seed, solo, upload if with_upload else None
+                        )
+                        run.live_batch = scheduler.live_batch
+                        run.per_call = statistics.fmean(sizes) if sizes else float("nan")
+                        runs.append(run)
+                        print(summary(run), file=sys.stderr, flush=True)
+        del engine.transcribe_many
     return runs
+
+
+def counted(many: Any, sizes: list[int]) -> Any:
+    """*many* (`Engine.transcribe_many`, through which every decode goes), noting in
+    *sizes* how many live jobs each call held: an upload's windows, decoded
+    without a fitted window, are not live jobs."""
+
+    def call(requests: Any) -> Any:
+        live = sum(r.options.fit_window for r in requests)
+        if live:
+            sizes.append(live)
+        return many(requests)
+
+    return call
 
 
 def summary(run: RunResult) -> str:
     line = (
-        f"N={run.clients}: {run.utterances} finals, median {run.p50:.2f} s, "
+        f"N={run.clients}, live batch {run.live_batch} ({run.per_call:.2f} per call): "
+        f"{run.utterances} finals, median {run.p50:.2f} s, "
         f"p95 {run.p95:.2f} s, WER {_percent(run.wer)}, "
         f"busy {run.busy_clients}, turned away {run.turned_away}, "
         f"5 s job alone {run.solo_job:.2f} s, load before {run.load_before:.2f}"
@@ -444,6 +479,12 @@ def main() -> None:
         help="run each client count again with an upload of this many minutes of speech "
         "to /v1/audio/transcriptions meanwhile (0: no upload)",
     )
+    parser.add_argument(
+        "--live-batch",
+        default="0",
+        help="comma-separated live batch sizes of the scheduler to run each client count "
+        "with (1: every job alone; 0: the engine's choice)",
+    )
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot here")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument(
@@ -451,13 +492,20 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.clients = [int(x) for x in args.clients.split(",")]
+    args.live_batch = [int(x) for x in args.live_batch.split(",")]
     if args.from_json:
         runs = [RunResult(**r) for r in json.loads(args.from_json.read_text())]
     else:
         runs = asyncio.run(main_async(args))
     print(table(runs))
-    ok = [r.clients for r in runs if r.p95 < TARGET_P95 and not r.upload_minutes]
-    print(f"\nLargest N with p95 under {TARGET_P95} s: {max(ok) if ok else 'none'}")
+    for batch in sorted({r.live_batch for r in runs}):
+        ok = [
+            r.clients
+            for r in runs
+            if r.p95 < TARGET_P95 and not r.upload_minutes and r.live_batch == batch
+        ]
+        best = max(ok) if ok else "none"
+        print(f"\nLive batch {batch}: largest N with p95 under {TARGET_P95} s: {best}")
     loaded = [r for r in runs if r.upload_minutes]
     if loaded:
         ok = [r.clients for r in loaded if r.p95 < TARGET_P95]

@@ -161,14 +161,16 @@ def test_a_decode_that_repeats_itself_with_context_is_decoded_without(
     engine = Engine.__new__(Engine)  # the retry rule only: no model needed
     seen: list[str | None] = []
 
-    def decode(audio: np.ndarray, options: TranscribeOptions, offset: float) -> Transcription:
+    def decode(
+        audio: np.ndarray, options: TranscribeOptions, offset: float, fitted: object
+    ) -> Transcription:
         seen.append(options.context)
         text = (
             "dial four to leave. dial four to leave." if options.context else "dial four to leave."
         )
         return Transcription([Segment(offset, offset + 1, text)], "en")
 
-    monkeypatch.setattr(engine, "_transcribe", decode)
+    monkeypatch.setattr(engine, "_complete", decode)
     audio = np.zeros(SAMPLE_RATE, np.float32)
     assert engine.transcribe(audio, TranscribeOptions(context="dial three")).text == (
         "dial four to leave."

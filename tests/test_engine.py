@@ -214,6 +214,7 @@ class ScriptedEngine(Engine):
     decode of the full window is counted and answered with a fixed segment."""
 
     def __init__(self, fitted: Transcription | None) -> None:  # loads nothing
+        self.device = "cpu"
         self.fitted = fitted
         self.full_decodes: list[float] = []
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from livewhisper.engine.batch import BatchDecode, windows
-from livewhisper.engine.contract import TranscribeOptions, Transcription
+from livewhisper.engine.contract import Request, TranscribeOptions, Transcription
 from livewhisper.engine.scheduler import Job, JobResult, Scheduler, SchedulerStopped
 from livewhisper.transcript import Segment
 
@@ -584,3 +585,101 @@ def test_malloc_trim_gives_freed_heap_back_to_the_system() -> None:
     assert freed - rss() > 48 * 2**20, (freed, rss())  # of the 64 MiB of holes
     for b in blocks[1::2]:
         libc.free(b)
+
+
+class BatchingEngine(FakeEngine):
+    """A FakeEngine that also decodes several jobs in one call, as the local model
+    does (`Engine.transcribe_many`); each call's labels are kept in `batches`."""
+
+    live_batch = 3
+
+    def __init__(self, hold_first: bool = False) -> None:
+        super().__init__(hold_first)
+        self.batches: list[list[str]] = []
+
+    def transcribe_many(self, requests: Sequence[Request]) -> list[Transcription]:
+        labels = [str(r.audio.dtype.metadata["label"]) for r in requests]  # type: ignore[index]
+        if self.fail_on in labels:
+            raise RuntimeError("engine broke")
+        self.batches.append(labels)
+        return [
+            Transcription([Segment(r.offset, r.offset + 1, label)], "en")
+            for r, label in zip(requests, labels, strict=True)
+        ]
+
+
+def test_waiting_finals_of_several_streams_are_decoded_in_one_call() -> None:
+    engine, done = BatchingEngine(hold_first=True), []
+    with Scheduler(engine, max_partials_per_stream=2) as s:
+        assert s.live_batch == 3  # the engine's
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)  # alone: decoded at once, on its own
+        for stream in "abcd":
+            s.submit(job(stream, "partial", 1, done))
+        s.submit(job("a", "final", 1, done))
+        s.submit(job("a", "final", 2, done))
+        s.submit(job("b", "final", 1, done))
+        s.submit(job("c", "final", 1, done))
+        s.submit(job("d", "final", 1, done))
+        engine.release.set()
+        assert s.wait_idle(timeout=10)
+        s.stop()
+    # Finals first, at most live_batch in a call, one per stream (a stream's
+    # second final waits for its first), streams in turn; then the partials.
+    assert engine.batches[:2] == [
+        ["a:final:1", "b:final:1", "c:final:1"],
+        ["d:final:1", "a:final:2"],
+    ]
+    partials = [label for batch in engine.batches[2:] for label in batch] + engine.calls[1:]
+    assert sorted(partials) == [f"{stream}:partial:1" for stream in "abcd"]
+    assert engine.calls[0] == "a:final:0" and max(map(len, engine.batches)) <= 3
+    # Every job's owner hears of its own result, a stream's finals in order.
+    assert len(done) == 10
+    for r in done:
+        assert r.transcription is not None
+        assert r.transcription.text == f"{r.job.stream}:{r.job.kind}:{r.job.utterance}"
+    a_finals = [r.job.utterance for r in done if r.job.stream == "a" and r.job.kind == "final"]
+    assert a_finals == [0, 1, 2]
+
+
+def test_a_lone_stream_is_never_held_back_for_a_batch() -> None:
+    engine, done = BatchingEngine(), []
+    with Scheduler(engine) as s:
+        for n in range(3):
+            s.submit(job("a", "final", n, done))
+            assert s.wait_idle(timeout=10)
+    assert engine.calls == ["a:final:0", "a:final:1", "a:final:2"]  # each alone, at once
+    assert engine.batches == []
+
+
+def test_a_batch_that_fails_is_decoded_one_by_one() -> None:
+    engine, done = BatchingEngine(hold_first=True), []
+    engine.fail_on = "b:final:1"
+    with Scheduler(engine) as s:
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)
+        for stream in "abc":
+            s.submit(job(stream, "final", 1, done))
+        engine.release.set()
+        assert s.wait_idle(timeout=10)
+    assert engine.batches == []  # the batch raised
+    assert engine.calls[1:] == ["a:final:1", "b:final:1", "c:final:1"]
+    by_label = {f"{r.job.stream}:{r.job.utterance}": r for r in done}
+    assert isinstance(by_label["b:1"].error, RuntimeError)
+    assert by_label["a:1"].transcription is not None and by_label["c:1"].transcription is not None
+
+
+def test_live_batch_one_decodes_every_job_alone() -> None:
+    engine, done = BatchingEngine(hold_first=True), []
+    with Scheduler(engine, live_batch=1) as s:
+        s.submit(job("a", "final", 0, done))
+        assert engine.started.wait(5)
+        for stream in "abc":
+            s.submit(job(stream, "final", 1, done))
+        engine.release.set()
+        assert s.wait_idle(timeout=10)
+    assert engine.batches == []
+    assert engine.calls == ["a:final:0", "a:final:1", "b:final:1", "c:final:1"]
+    with pytest.raises(ValueError):
+        Scheduler(engine, live_batch=0)
+    assert Scheduler(FakeEngine()).live_batch == 1  # an engine without transcribe_many

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -94,6 +94,14 @@ class Transcription:
     @property
     def text(self) -> str:
         return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+
+class Request(NamedTuple):
+    """One piece of audio to transcribe (`Transcriber.transcribe`'s arguments)."""
+
+    audio: np.ndarray
+    options: TranscribeOptions
+    offset: float = 0.0
 
 
 @dataclass

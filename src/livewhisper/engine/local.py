@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from livewhisper.audio.pcm import SAMPLE_RATE, frame_energy, quietest
 from livewhisper.engine import models
-from livewhisper.engine.contract import FileInfo, TranscribeOptions, Transcription
+from livewhisper.engine.contract import FileInfo, Request, TranscribeOptions, Transcription
 from livewhisper.engine.guards import is_hallucination, repeats_itself
 from livewhisper.engine.lanes import LaneDecoder, deal, segments_of
 from livewhisper.engine.lanes import plan as lanes_plan
@@ -40,9 +40,20 @@ TOKENS_PER_SECOND = 12
 #: At most half the model's 448 tokens: the other half is the previous text's.
 MAX_NEW_TOKENS = 220
 
+#: Live utterances decoded in one batch (`Engine.transcribe_many`) on a CPU: the
+#: shortest window of a batch is at least this share of its longest (each is padded
+#: to the longest, and on a CPU the encoder's time grows with the window)...
+WINDOW_SHARE = 0.75
+#: ...and each keeps at least this share of its previous text (CTranslate2 wants
+#: the prompts of a batch equally long, so the longer ones lose their oldest words).
+CONTEXT_SHARE = 0.75
+
 #: `Engine.auto_batch_size` on each kind of device.
 AUTO_BATCH_CPU = 4
 AUTO_BATCH_GPU = 16
+#: `Engine.live_batch` on each kind of device.
+LIVE_BATCH_CPU = 4
+LIVE_BATCH_GPU = 16
 
 #: Punctuation joined to the word after / before it in word timings (faster-whisper's).
 PREPEND_PUNCTUATION = "\"'“¿([{-"
@@ -63,6 +74,49 @@ class ModelOptions:
 def token_budget(seconds: float) -> int:
     """The tokens a decode of a live utterance of *seconds* may generate."""
     return min(MAX_NEW_TOKENS, BASE_TOKENS + int(TOKENS_PER_SECOND * seconds))
+
+
+def fitted_window(seconds: float) -> int:
+    """The seconds of a fitted window for *seconds* of audio (`FIT_PAD` more)."""
+    return math.ceil(seconds + FIT_PAD)
+
+
+def fits(seconds: float) -> bool:
+    """Whether *seconds* of audio get a fitted window: Whisper's own is 30 s."""
+    return seconds >= 0.1 and fitted_window(seconds) < 30
+
+
+def batch_key(options: TranscribeOptions) -> TranscribeOptions:
+    """What requests decoded in one batch must share: every setting but the
+    language and the previous text, which each request has its own of."""
+    return dataclasses.replace(
+        options, language=None, initial_prompt=None, context=None, context_language=None
+    )
+
+
+def bands(items: Iterable[int], size: Callable[[int], float], share: float) -> list[list[int]]:
+    """*items* in groups, largest *size* first, each item at least *share* of the
+    largest in its group."""
+    out: list[list[int]] = []
+    for i in sorted(items, key=size, reverse=True):
+        if out and size(i) >= share * size(out[-1][0]):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def prompt_groups(previous: list[list[int]], cap: int) -> list[tuple[list[int], int]]:
+    """The indexes of *previous* (each request's previous-text tokens) in groups
+    that can be decoded as one batch, each with the number of the latest tokens all
+    of the group keep (at most *cap*, what faster-whisper keeps)."""
+    length = [min(len(p), cap) for p in previous]
+    without = [i for i, n in enumerate(length) if n == 0]
+    groups = [(without, 0)] if without else []
+    with_text = (i for i, n in enumerate(length) if n)
+    for band in bands(with_text, lambda i: length[i], CONTEXT_SHARE):
+        groups.append((band, min(length[i] for i in band)))
+    return groups
 
 
 def resolve_device(device: str) -> str:
@@ -117,6 +171,12 @@ class Engine:
         every window once (`engine.lanes`), so a few; a GPU runs a batch for little
         more than one window."""
         return AUTO_BATCH_GPU if self.device == "cuda" else AUTO_BATCH_CPU
+
+    @property
+    def live_batch(self) -> int:
+        """Live jobs of different streams the scheduler hands over in one call
+        (`transcribe_many`) at most."""
+        return LIVE_BATCH_GPU if self.device == "cuda" else LIVE_BATCH_CPU
 
     def check(self, options: TranscribeOptions) -> None:
         """Raise ModelError if this model cannot do what *options* ask."""
@@ -221,28 +281,75 @@ class Engine:
         self, audio: np.ndarray, options: TranscribeOptions | None = None, *, offset: float = 0.0
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 *audio*; times are shifted by *offset* seconds."""
-        options = options or TranscribeOptions()
-        result = self._transcribe(audio, options, offset)
+        return self.transcribe_many([Request(audio, options or TranscribeOptions(), offset)])[0]
+
+    def transcribe_many(self, requests: Sequence[Request]) -> list[Transcription]:
+        """Transcribe several pieces of audio (live utterances of different streams)
+        at once: what `transcribe` gives each, with the fitted windows of those
+        that can share a decode (`batchable`) encoded and decoded as one batch.
+
+        A decode of a batch is one pass of the model for all of them, where one by
+        one each is a pass: on a GPU a batch of 8 costs little more than one, on a
+        CPU its decoder steps cost about three quarters of the singles'
+        (`bench/batch_cost.py`). A request whose fitted decode fails its checks is
+        decoded again on its own, the usual way."""
+        fitted: list[Transcription | None] = [None] * len(requests)
+        for group in self._fit_groups(requests):
+            decoded = (
+                [self._fitted(*requests[group[0]])]
+                if len(group) == 1
+                else self._fitted_batch([requests[i] for i in group])
+            )
+            for i, result in zip(group, decoded, strict=True):
+                fitted[i] = result
+        return [self._finish(r, f) for r, f in zip(requests, fitted, strict=True)]
+
+    def _finish(self, request: Request, fitted: Transcription | None) -> Transcription:
+        audio, options, offset = request
+        result = self._complete(audio, options, offset, fitted)
         if options.context and repeats_itself(result.text):
             # Previous text can lead Whisper to say a sentence of the audio twice (a
             # menu read on, where the same phrases come back): decode it alone.
             log.info("a decode with context repeated itself; decoding it without")
-            result = self._transcribe(audio, dataclasses.replace(options, context=None), offset)
+            alone = dataclasses.replace(options, context=None)
+            again = self._fitted(audio, alone, offset) if alone.fit_window else None
+            result = self._complete(audio, alone, offset, again)
         return result
 
-    def _transcribe(
-        self, audio: np.ndarray, options: TranscribeOptions, offset: float
+    def _complete(
+        self,
+        audio: np.ndarray,
+        options: TranscribeOptions,
+        offset: float,
+        fitted: Transcription | None,
     ) -> Transcription:
-        if options.fit_window:
-            fitted = self._fitted(audio, options, offset)
-            if fitted is not None:
-                return fitted
-            if not options.fit_fallback and len(audio) / SAMPLE_RATE + FIT_PAD < 30:
-                return Transcription([], options.language, 0.0, len(audio) / SAMPLE_RATE)
+        """*fitted* if the fitted window gave a result, else the usual decode (or no
+        text, for a provisional pass that may not fall back)."""
+        if fitted is not None:
+            return fitted
+        seconds = len(audio) / SAMPLE_RATE
+        if options.fit_window and not options.fit_fallback and fits(seconds):
+            return Transcription([], options.language, 0.0, seconds)
         segments, info = self.stream(audio, options, offset=offset)
-        return Transcription(
-            list(segments), info.language, info.language_probability, len(audio) / SAMPLE_RATE
-        )
+        return Transcription(list(segments), info.language, info.language_probability, seconds)
+
+    def _fit_groups(self, requests: Sequence[Request]) -> list[list[int]]:
+        """The indexes of *requests* with a fitted window, in groups that can be
+        decoded as one batch: the same decoding settings, and windows of similar
+        length (each is padded to its group's longest, which costs encoder time on a
+        CPU; on a GPU the batch runs in parallel and any lengths go together)."""
+        keyed: dict[TranscribeOptions, list[int]] = {}
+        for i, (audio, options, _) in enumerate(requests):
+            if options.fit_window and fits(len(audio) / SAMPLE_RATE):
+                keyed.setdefault(batch_key(options), []).append(i)
+        if not keyed:
+            return []
+        ratio = 0.0 if self.device == "cuda" else WINDOW_SHARE
+
+        def window(i: int) -> int:
+            return fitted_window(len(requests[i].audio) / SAMPLE_RATE)
+
+        return [band for group in keyed.values() for band in bands(group, window, ratio)]
 
     def _fitted(
         self, audio: np.ndarray, options: TranscribeOptions, offset: float
@@ -259,59 +366,116 @@ class Engine:
         average log-probability) and does not say a run of words twice in a row
         (`guards.repeats_itself`). Otherwise None, and the caller decodes the full
         window with the whole fallback.
+        """
+        if not fits(len(audio) / SAMPLE_RATE):
+            return None
+        return self._fitted_batch([Request(audio, options, offset)])[0]
+
+    def _fitted_batch(self, requests: Sequence[Request]) -> list[Transcription | None]:
+        """`_fitted` for several requests with the same decoding settings
+        (`batch_key`) at once, each padded to the longest one's window.
 
         (One decode written out step by step, in faster-whisper's own order:
-        features, encoding, language, prompt, generation, checks, word times. It is
-        kept whole so that it can be read against faster-whisper's code.)
-        """
+        features, encoding, language, prompt, generation, checks, word times, so
+        that it can be read against faster-whisper's code.)"""
         import ctranslate2
         from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import (
-            get_compression_ratio,
-            get_suppressed_tokens,
-            merge_punctuations,
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        model = self._model
+        options = requests[0].options  # the settings they share
+        seconds = [len(r.audio) / SAMPLE_RATE for r in requests]
+        window = max(fitted_window(s) for s in seconds)
+        padded = np.zeros((len(requests), window * SAMPLE_RATE), np.float32)
+        for row, r in zip(padded, requests, strict=True):
+            row[: len(r.audio)] = r.audio
+        features = np.stack([model.feature_extractor(row)[:, : window * 100] for row in padded])
+        # One request keeps its encoding where the model runs; several are taken
+        # apart, to be decoded in groups of equal prompt length and aligned one by one.
+        single = len(requests) == 1
+        encoded = model.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=not single
         )
 
+        held = None if single else np.asarray(encoded)
+
+        def encoding(rows: list[int]) -> Any:
+            if held is None:
+                return encoded
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(held[rows]))
+
+        languages: list[tuple[str, float]] = []
+        detected = None
+        for i, r in enumerate(requests):
+            language = r.options.language or (None if self.multilingual else "en")
+            if language is None:
+                if detected is None:
+                    detected = model.model.detect_language(encoded)
+                token, probability = detected[i][0]
+                languages.append((token[2:-2], probability))
+            else:
+                languages.append((language, 1.0))
+        tokenizers = {
+            language: Tokenizer(
+                model.hf_tokenizer, self.multilingual, task=options.task, language=language
+            )
+            for language, _ in languages
+        }
+        previous = [
+            tokenizers[language].encode(" " + text)
+            if (text := self._prompt(r.options, language))
+            else []
+            for r, (language, _) in zip(requests, languages, strict=True)
+        ]
+        suppress = list(get_suppressed_tokens(tokenizers[languages[0][0]], (-1,)) or ())
+        out: list[Transcription | None] = [None] * len(requests)
+        for rows, keep in prompt_groups(previous, int(model.max_length // 2 - 1)):
+            prompts = [
+                model.get_prompt(
+                    tokenizers[languages[i][0]],
+                    previous[i][len(previous[i]) - keep :] if keep else [],
+                    without_timestamps=options.without_timestamps,
+                    hotwords=options.hotwords,
+                )
+                for i in rows
+            ]
+            budget = max(token_budget(seconds[i]) for i in rows)
+            results = model.model.generate(
+                encoding(rows),
+                prompts,
+                beam_size=options.beam_size,
+                max_length=min(model.max_length, len(prompts[0]) + budget),
+                return_scores=True,
+                return_no_speech_prob=True,
+                suppress_blank=True,
+                suppress_tokens=suppress,
+                max_initial_timestamp_index=50,
+            )
+            for i, result in zip(rows, results, strict=True):
+                out[i] = self._checked(
+                    result,
+                    requests[i],
+                    tokenizers[languages[i][0]],
+                    languages[i],
+                    lambda i=i: encoding([i]),  # type: ignore[misc]
+                )
+        return out
+
+    def _checked(
+        self,
+        result: Any,
+        request: Request,
+        tokenizer: Any,
+        language: tuple[str, float],
+        encoding: Callable[[], Any],
+    ) -> Transcription | None:
+        """A fitted window's generation result as a Transcription, or None if it
+        fails faster-whisper's checks; word times from the cross-attention against
+        the window's encoding (*encoding*), as faster-whisper times a full window's."""
+        from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
+
+        audio, options, offset = request
         seconds = len(audio) / SAMPLE_RATE
-        window = math.ceil(seconds + FIT_PAD)
-        if window >= 30 or seconds < 0.1:
-            return None
-        padded = np.zeros(window * SAMPLE_RATE, np.float32)
-        padded[: len(audio)] = audio
-        model = self._model
-        features = model.feature_extractor(padded)[:, : window * 100]
-        encoded = model.model.encode(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
-            to_cpu=False,
-        )
-        language = options.language or (None if self.multilingual else "en")
-        probability = 1.0
-        if language is None:
-            detected = model.model.detect_language(encoded)[0]
-            token, probability = detected[0]
-            language = token[2:-2]
-        tokenizer = Tokenizer(
-            model.hf_tokenizer, self.multilingual, task=options.task, language=language
-        )
-        prompt_text = self._prompt(options, language)
-        previous = tokenizer.encode(" " + prompt_text) if prompt_text else []
-        prompt = model.get_prompt(
-            tokenizer,
-            previous,
-            without_timestamps=options.without_timestamps,
-            hotwords=options.hotwords,
-        )
-        result = model.model.generate(
-            encoded,
-            [prompt],
-            beam_size=options.beam_size,
-            max_length=min(model.max_length, len(prompt) + token_budget(seconds)),
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=list(get_suppressed_tokens(tokenizer, (-1,)) or ()),
-            max_initial_timestamp_index=50,
-        )[0]
         tokens = result.sequences_ids[0]
         text_tokens = [t for t in tokens if t < tokenizer.eot]
         text = tokenizer.decode(text_tokens).strip()
@@ -326,9 +490,8 @@ class Engine:
             return None
         words: tuple[Word, ...] = ()
         if text and options.word_timestamps:
-            # Word times from the cross-attention of the text against this window's
-            # encoding, as faster-whisper times the words of a full window.
-            timed = model.find_alignment(tokenizer, [text_tokens], encoded, int(seconds * 100))
+            model = self._model
+            timed = model.find_alignment(tokenizer, [text_tokens], encoding(), int(seconds * 100))
             timed = timed[0] if timed else []
             merge_punctuations(timed, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
             words = tuple(
@@ -351,7 +514,7 @@ class Engine:
             compression_ratio=ratio,
         )
         keep = text and not is_hallucination(segment, options)
-        return Transcription([segment] if keep else [], language, probability, seconds)
+        return Transcription([segment] if keep else [], language[0], language[1], seconds)
 
     def transcribe_blocks(
         self,

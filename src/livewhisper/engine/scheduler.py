@@ -9,6 +9,12 @@ Batch jobs (the windows of an uploaded file, `engine.batch`) come after both, so
 an upload uses the time live streams leave; one that has waited `batch_patience`
 seconds goes next, so an upload is slowed by live work but never stopped.
 
+When several streams have finals waiting (or partials), a worker takes up to
+`live_batch` of them, one per stream, and the engine decodes them in one call
+(`Engine.transcribe_many`): a GPU runs a batch for little more than one job, a CPU
+for less than its jobs one by one. Only what is already waiting is batched: a lone
+stream's job is never held back for company.
+
 A local model has one worker. An engine that can take several requests at once
 (a remote one) says how many in its ``concurrency`` attribute, and the scheduler
 runs that many workers, under the same rules: a stream has at most one job in
@@ -28,14 +34,14 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from livewhisper.audio.pcm import SAMPLE_RATE
-from livewhisper.engine.contract import TranscribeOptions, Transcriber, Transcription
+from livewhisper.engine.contract import Request, TranscribeOptions, Transcriber, Transcription
 from livewhisper.engine.heap import HeapTrimmer
 
 log = logging.getLogger(__name__)
@@ -114,7 +120,9 @@ class Scheduler:
     *batch_patience*: the seconds a batch job waits behind live work at most before
     it goes next (see `_next`). *workers*: how many jobs run at once; by default the
     engine's ``concurrency`` (1 for an engine without one, such as the local model,
-    which one thread at a time may call)."""
+    which one thread at a time may call). *live_batch*: the most live jobs decoded
+    in one engine call; by default the engine's ``live_batch`` attribute if it has
+    ``transcribe_many``, else 1 (one at a time)."""
 
     def __init__(
         self,
@@ -125,9 +133,16 @@ class Scheduler:
         batch_patience: float = 10.0,
         workers: int | None = None,
         heap: HeapTrimmer | None = None,
+        live_batch: int | None = None,
     ) -> None:
         if workers is None:
             workers = int(getattr(engine, "concurrency", 1))
+        many: Callable[[Sequence[Request]], list[Transcription]] | None
+        many = getattr(engine, "transcribe_many", None)
+        if live_batch is None:
+            live_batch = int(getattr(engine, "live_batch", 1)) if many else 1
+        if live_batch < 1:
+            raise ValueError("live_batch must be at least 1")
         if max_finals_per_stream < 1 or max_partials_per_stream < 1:
             raise ValueError("queue sizes must be at least 1")
         if batch_patience < 0:
@@ -139,6 +154,8 @@ class Scheduler:
         self.max_partials = max_partials_per_stream
         self.batch_patience = batch_patience
         self.workers = workers
+        self.live_batch = live_batch if many else 1
+        self._many = many
         self._streams: dict[Hashable, _Queues] = {}
         self._turns: deque[Hashable] = deque()  # round-robin order of streams
         self._first: set[Hashable] = set()  # streams whose finals go before others'
@@ -281,9 +298,11 @@ class Scheduler:
 
     # ------------------------------------------------------------------ worker
 
-    def _next(self) -> Job | None:
-        """The next job, streams in turn, of a stream with no job in flight; None
-        once stopped and nothing is left that this worker could take.
+    def _next(self) -> list[Job] | None:
+        """The next job, streams in turn, of a stream with no job in flight, with
+        the jobs of the same kind other streams have waiting when live jobs are
+        batched (`live_batch`); None once stopped and nothing is left that this
+        worker could take.
 
         Finals first, then partials, then batch jobs, except that a batch job that
         has waited `batch_patience` seconds goes before them all. What bounds the
@@ -300,19 +319,30 @@ class Scheduler:
                 windows = sum(j.kind == "batch" for j in self._running.values())
                 job = (
                     self._take("batch", queued_by=now - self.batch_patience)
-                    or (self._first and self._take("final", among=self._first))
-                    or self._take("final")
+                    or self._take_final()
                     or self._take("partial")
                     or (self._take("batch") if windows < max(1, self.workers - 1) else None)
                 )
                 if job is not None:
-                    job.started = now
+                    jobs = [job]
                     self._running[job.stream] = job
+                    while job.kind != "batch" and len(jobs) < self.live_batch:
+                        more = self._take_final() if job.kind == "final" else self._take("partial")
+                        if more is None:
+                            break
+                        jobs.append(more)
+                        self._running[more.stream] = more
+                    for taken in jobs:
+                        taken.started = now
                     self._cond.notify_all()  # a submit may be waiting for room
-                    return job
+                    return jobs
                 if self._stop.is_set():
                     return None
                 self._cond.wait()
+
+    def _take_final(self) -> Job | None:
+        """The next final: of the preferred streams (`prefer`) first."""
+        return (self._first and self._take("final", among=self._first)) or self._take("final")
 
     def _take(
         self, kind: JobKind, queued_by: float = math.inf, among: set[Hashable] | None = None
@@ -332,13 +362,15 @@ class Scheduler:
         return None
 
     def _work(self) -> None:
-        while (job := self._next()) is not None:
+        while (jobs := self._next()) is not None:
             try:
-                if job.wanted is None or job.wanted():
-                    self._run(job)
+                wanted = [j for j in jobs if j.wanted is None or j.wanted()]
+                if wanted:
+                    self._run(wanted)
             finally:
                 with self._cond:
-                    del self._running[job.stream]
+                    for job in jobs:
+                        del self._running[job.stream]
                     self._cond.notify_all()
                     idle = not self._running and not any(
                         q.finals or q.partials or q.batch for q in self._streams.values()
@@ -346,23 +378,43 @@ class Scheduler:
                 if idle:
                     self._heap.idle()
 
-    def _run(self, job: Job) -> None:
+    def _run(self, jobs: list[Job]) -> None:
+        """Decode *jobs* (several in one engine call, if the engine can) and hand
+        each its result."""
         started = time.monotonic()
-        transcription: Transcription | None = job.result
-        error: BaseException | None = None
-        if job.kind == "batch" and self._stop.is_set():
-            error = SchedulerStopped("the model is shutting down")
-        elif transcription is None:
+        results: dict[int, tuple[Transcription | None, BaseException | None]] = {}
+        decode: list[tuple[int, TranscribeOptions]] = []
+        for n, job in enumerate(jobs):
+            if job.kind == "batch" and self._stop.is_set():
+                results[n] = (None, SchedulerStopped("the model is shutting down"))
+            elif job.result is not None:
+                results[n] = (job.result, None)
+            else:
+                try:
+                    decode.append((n, job.options if job.prepare is None else job.prepare(job)))
+                except Exception as exc:  # handed to the job's owner, which can report it
+                    results[n] = (None, exc)
+        if len(decode) > 1 and self._many is not None:
+            requests = [Request(jobs[n].audio, options, jobs[n].offset) for n, options in decode]
             try:
-                options = job.options if job.prepare is None else job.prepare(job)
-                transcription = self.engine.transcribe(job.audio, options, offset=job.offset)
+                for (n, _), transcription in zip(decode, self._many(requests), strict=True):
+                    results[n] = (transcription, None)
+                decode = []
+            except Exception:  # one bad request must not fail the others: one by one
+                log.warning("a batch of %d decodes failed; decoding them one by one", len(decode))
+        for n, options in decode:
+            job = jobs[n]
+            try:
+                results[n] = (self.engine.transcribe(job.audio, options, offset=job.offset), None)
             except Exception as exc:  # handed to the job's owner, which can report it
-                error = exc
+                results[n] = (None, exc)
         done = time.monotonic()
-        result = JobResult(job, transcription, error, started - job.submitted, done - started)
-        try:
-            with self._done:
-                job.on_done(result)
-        except Exception:
-            # One stream's broken callback must not stop the others' work.
-            log.exception("the result callback of stream %r failed", job.stream)
+        for n, job in enumerate(jobs):
+            transcription, error = results[n]
+            result = JobResult(job, transcription, error, started - job.submitted, done - started)
+            try:
+                with self._done:
+                    job.on_done(result)
+            except Exception:
+                # One stream's broken callback must not stop the others' work.
+                log.exception("the result callback of stream %r failed", job.stream)
