@@ -1,29 +1,32 @@
 """What a batch saves when live finals of several streams are decoded together.
 
 A live final is one short utterance decoded in a window fitted to it (its audio
-plus `engine.local.FIT_PAD` seconds of silence, `Engine._fitted`). Decoding the
-finals of several streams as one batch pads them to the longest window, encodes
-them in one call and generates their text in one call. This measures, on real
-utterances of the shared speech data (1.5-6 s each, taken in the order of their
-paths), the CPU seconds (of this process: every thread) that encoding and
-generating cost for the same utterances decoded one at a time and in batches of
-2, 4 and 8, with the live final's settings (beam 5, no previous text, text
-tokens only), each size run twice after a warm-up.
+plus `engine.local.FIT_PAD` seconds of silence). When several streams have
+finals waiting, the scheduler hands them to `Engine.transcribe_many`, which pads
+them to the longest window of a group and encodes and decodes the group as one
+batch. This decodes real utterances of the shared speech data (1.5-6 s each,
+taken in the order of their paths) with the live final's settings, one at a
+time (`Engine.transcribe`) and in calls of 2, 4 and 8 (`Engine.transcribe_many`),
+each size run twice after a warm-up, and reports the CPU seconds of this process
+(every thread), the wall time, their ratios to one at a time, and how many
+finals said the same words as one at a time.
 
-    python bench/batch_cost.py [--model tiny.en] [--threads 2] [--clips 16]
+With ``--context``, each utterance is given the text of the ones before it (up
+to 80 words, as a live stream's context) as its previous text: CTranslate2 wants
+the prompts of a batch equally long, so a batch cuts the longer ones to the
+shortest (each keeps at least `engine.local.CONTEXT_SHARE` of its own, or it
+goes in another group).
 
-What it leaves out: the previous text (CTranslate2 wants the start-of-transcript
-token at one place in every prompt of a batch, so streams with context of
-different lengths cannot share a batch without cutting their contexts to the
-shortest) and the checks and fallback after a decode.
+    python bench/batch_cost.py [--model tiny.en] [--threads 2] [--clips 16] [--context]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +37,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from corpus import DEFAULT_SHARED  # noqa: E402
 from livewhisper.audio.files import read_all  # noqa: E402
 from livewhisper.audio.pcm import SAMPLE_RATE  # noqa: E402
-from livewhisper.engine import local  # noqa: E402
+from livewhisper.engine.contract import Request, TranscribeOptions  # noqa: E402
 from livewhisper.engine.local import Engine, ModelOptions  # noqa: E402
+from livewhisper.metrics import normalize  # noqa: E402
 
 
 def utterances(count: int) -> list[np.ndarray]:
@@ -52,26 +56,9 @@ def utterances(count: int) -> list[np.ndarray]:
     return found
 
 
-def cost(engine: Engine, group: list[np.ndarray]) -> tuple[float, float]:
-    """CPU seconds to encode and to generate *group* as one batch."""
-    import ctranslate2
-    from faster_whisper.tokenizer import Tokenizer
-
-    model = engine._model
-    window = max(math.ceil(len(a) / SAMPLE_RATE + local.FIT_PAD) for a in group)
-    features = []
-    for audio in group:
-        padded = np.zeros(window * SAMPLE_RATE, np.float32)
-        padded[: len(audio)] = audio
-        features.append(model.feature_extractor(padded)[:, : window * 100])
-    tokenizer = Tokenizer(model.hf_tokenizer, engine.multilingual, task="transcribe", language="en")
-    prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
-    batch = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(features)))
-    started = time.process_time()
-    encoded = model.model.encode(batch, to_cpu=False)
-    encoded_at = time.process_time()
-    model.model.generate(encoded, [prompt] * len(group), beam_size=5, max_length=100)
-    return encoded_at - started, time.process_time() - encoded_at
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -79,26 +66,55 @@ def main() -> None:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--context", action="store_true", help="give each the text before it")
     args = parser.parse_args()
     engine = Engine(ModelOptions(model=args.model, threads=args.threads))
     clips = utterances(args.clips)
     seconds = sum(len(a) for a in clips) / SAMPLE_RATE
     print(
-        f"{len(clips)} utterances, {seconds:.1f} s of speech, {args.model}, {args.threads} threads"
+        f"{len(clips)} utterances, {seconds:.1f} s of speech, {args.model}, "
+        f"{args.threads} threads, {'with' if args.context else 'without'} previous text"
     )
-    cost(engine, clips[:1])  # warm-up
-    print("| batch | encode CPU s | generate CPU s | total | / batch 1 |")
-    print("|---|---|---|---|---|")
-    single = None
+    final = TranscribeOptions().for_utterance()
+    engine.transcribe(clips[0], final)  # warm-up
+    requests = [Request(audio, final) for audio in clips]
+    if args.context:
+        said: list[str] = []
+        for i, audio in enumerate(clips):
+            context = " ".join(" ".join(said).split()[-80:]) or None
+            requests[i] = Request(audio, replace(final, context=context))
+            said.append(engine.transcribe(audio, final).text)
+    print("| batch | CPU s | / one at a time | wall s | / one at a time | same words |")
+    print("|---|---|---|---|---|---|")
+    alone: list[str] = []
+    differ: list[str] = []
+    base_cpu = base_wall = 0.0
     for size in (1, 2, 4, 8):
-        encode = generate = 0.0
+        texts: list[str] = []
+        used = wall = 0.0
         for _ in range(2):
-            for i in range(0, len(clips), size):
-                e, g = cost(engine, clips[i : i + size])
-                encode, generate = encode + e / 2, generate + g / 2
-        total = encode + generate
-        single = single or total
-        print(f"| {size} | {encode:.2f} | {generate:.2f} | {total:.2f} | {total / single:.2f} |")
+            texts = []
+            c, t = cpu(), time.monotonic()
+            for i in range(0, len(requests), size):
+                group = requests[i : i + size]
+                if size == 1:
+                    texts.append(engine.transcribe(group[0].audio, group[0].options).text)
+                else:
+                    texts.extend(r.text for r in engine.transcribe_many(group))
+            used, wall = used + (cpu() - c) / 2, wall + (time.monotonic() - t) / 2
+        if size == 1:
+            alone, base_cpu, base_wall = texts, used, wall
+        same = sum(normalize(a) == normalize(b) for a, b in zip(alone, texts, strict=True))
+        differ.extend(
+            f"batch {size}: {a!r} alone, {b!r} batched"
+            for a, b in zip(alone, texts, strict=True)
+            if normalize(a) != normalize(b)
+        )
+        print(
+            f"| {size} | {used:.2f} | {used / base_cpu:.2f} | {wall:.2f} "
+            f"| {wall / base_wall:.2f} | {same} of {len(texts)} |"
+        )
+    print("\n".join(["", "Finals whose words differ:", *differ] if differ else []))
 
 
 if __name__ == "__main__":

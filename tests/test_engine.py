@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from difflib import SequenceMatcher
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,7 +20,18 @@ import pytest
 from livewhisper.audio.pcm import SAMPLE_RATE
 from livewhisper.engine.contract import FileInfo, TranscribeOptions, Transcription
 from livewhisper.engine.guards import is_hallucination
-from livewhisper.engine.local import MAX_NEW_TOKENS, Engine, quietest_cut, token_budget
+from livewhisper.engine.local import (
+    AUTO_BATCH_CPU,
+    LIVE_BATCH_CPU,
+    MAX_NEW_TOKENS,
+    Engine,
+    ModelOptions,
+    available_memory,
+    memory_cap,
+    quietest_cut,
+    token_budget,
+    window_bytes,
+)
 from livewhisper.metrics import normalize, word_error_rate
 from livewhisper.transcript import Segment, Word
 from scripted_decoder import CONFIDENT, INVENTED, Heard, ScriptedDecoder
@@ -365,3 +377,36 @@ def test_segments_come_lazily(engine: Engine, speech: Callable[[str], np.ndarray
     segments, info = engine.stream(speech(LONG))
     first = next(segments)
     assert first.start < 2.0 and info.language == "en"
+
+
+def test_a_batch_holds_no_more_windows_than_a_quarter_of_the_memory_left(
+    tmp_path: Path,
+) -> None:
+    # small's float16 weights are about 480 MB, so a window of its batch is taken
+    # to cost about 200 MB: a 4 GB laptop with 1.5 GB left decodes one window at a
+    # time, a machine with 16 GB free as many as it likes.
+    small = tmp_path / "model.bin"
+    with small.open("wb") as f:
+        f.truncate(480 * 10**6)
+    window = window_bytes(small)
+    assert 150 * 2**20 < window < 250 * 2**20
+    assert memory_cap(window, 1_500_000_000) == 1
+    assert memory_cap(window, 3_000_000_000) == 3
+    assert (memory_cap(window, 16_000_000_000) or 0) > AUTO_BATCH_CPU
+    assert memory_cap(window, 0) == 1  # never none at all
+    assert memory_cap(window, None) is None  # not known: the sizes stand
+    assert (available_memory() or 0) > 0  # this Linux says
+
+
+@pytest.mark.slow
+def test_the_automatic_batch_sizes_fit_the_memory_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    from livewhisper.engine import local
+
+    monkeypatch.setattr(local, "available_memory", lambda: 100 * 2**20)
+    engine = Engine(ModelOptions(device="cpu"))
+    assert engine.window_bytes > 0
+    assert engine.auto_batch_size() == 1 and engine.live_batch == 1
+    monkeypatch.setattr(local, "available_memory", lambda: 64 * 2**30)
+    engine = Engine(ModelOptions(device="cpu"))
+    assert engine.auto_batch_size() == AUTO_BATCH_CPU
+    assert engine.live_batch == LIVE_BATCH_CPU

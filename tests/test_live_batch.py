@@ -4,12 +4,10 @@ speech: the text is the same as when each final is decoded on its own."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import pytest
 
-from livewhisper.audio.pcm import SAMPLE_RATE
 from livewhisper.engine.contract import Request, Transcription
 from livewhisper.engine.local import Engine
 from livewhisper.engine.scheduler import Scheduler

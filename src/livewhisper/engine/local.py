@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +56,17 @@ AUTO_BATCH_GPU = 16
 #: `Engine.live_batch` on each kind of device.
 LIVE_BATCH_CPU = 4
 LIVE_BATCH_GPU = 16
+#: Peak memory one more 30 s window in a batch costs on a CPU: `WINDOW_BYTES` plus
+#: `WINDOW_BYTES_PER_MODEL_BYTE` of the model file's size (its float16 weights).
+#: bench/batch_memory.py measured 68 MiB for tiny.en (a 72 MiB file) and 90 MiB
+#: for base (138 MiB); the line through them. It overestimates the larger models
+#: (what grows is mostly the encoder's attention, with the number of heads: about
+#: 135 MiB for small, 225 MiB for large), which errs on the side of memory.
+WINDOW_BYTES = 44 * 2**20
+WINDOW_BYTES_PER_MODEL_BYTE = 1 / 3
+#: The automatic batch sizes take at most this share of the memory available when
+#: the model is loaded, so that `auto` never drives a small machine into swap.
+BATCH_MEMORY_SHARE = 0.25
 
 #: Punctuation joined to the word after / before it in word timings (faster-whisper's).
 PREPEND_PUNCTUATION = "\"'“¿([{-"
@@ -119,6 +132,39 @@ def prompt_groups(previous: list[list[int]], cap: int) -> list[tuple[list[int], 
     return groups
 
 
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give without swapping (Linux's
+    MemAvailable; elsewhere the free pages), or None where it does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def window_bytes(weights: Path) -> float:
+    """Peak memory one more window in a batch costs on a CPU with the model whose
+    weights are the file *weights* (0 if it cannot be read)."""
+    try:
+        return WINDOW_BYTES + weights.stat().st_size * WINDOW_BYTES_PER_MODEL_BYTE
+    except OSError:
+        return 0.0
+
+
+def memory_cap(window_bytes: float, available: int | None) -> int | None:
+    """The most windows a batch may hold in `BATCH_MEMORY_SHARE` of *available*
+    bytes, at *window_bytes* each (at least 1); None where memory is not known."""
+    if available is None or window_bytes <= 0:
+        return None
+    return max(1, int(available * BATCH_MEMORY_SHARE // window_bytes))
+
+
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -160,6 +206,8 @@ class Engine:
                 "--compute-type int8."
             ) from exc
         self.multilingual = bool(self._model.model.is_multilingual)
+        #: Windows a batch may hold in the memory left once the model is loaded.
+        self._memory_cap = memory_cap(self.window_bytes, available_memory())
 
     @property
     def name(self) -> str:
@@ -169,14 +217,24 @@ class Engine:
         """Windows decoded at a time when the user does not say: on a CPU a batch
         costs about what its windows cost one by one, and the gain is in decoding
         every window once (`engine.lanes`), so a few; a GPU runs a batch for little
-        more than one window."""
-        return AUTO_BATCH_GPU if self.device == "cuda" else AUTO_BATCH_CPU
+        more than one window. On a CPU, no more than the memory allows
+        (`memory_cap`)."""
+        if self.device == "cuda":
+            return AUTO_BATCH_GPU
+        return min(AUTO_BATCH_CPU, self._memory_cap or AUTO_BATCH_CPU)
 
     @property
     def live_batch(self) -> int:
         """Live jobs of different streams the scheduler hands over in one call
-        (`transcribe_many`) at most."""
-        return LIVE_BATCH_GPU if self.device == "cuda" else LIVE_BATCH_CPU
+        (`transcribe_many`) at most; on a CPU, no more than the memory allows."""
+        if self.device == "cuda":
+            return LIVE_BATCH_GPU
+        return min(LIVE_BATCH_CPU, self._memory_cap or LIVE_BATCH_CPU)
+
+    @property
+    def window_bytes(self) -> float:
+        """Peak memory one more window in a batch costs with this model, on a CPU."""
+        return window_bytes(self.location.path / "model.bin")
 
     def check(self, options: TranscribeOptions) -> None:
         """Raise ModelError if this model cannot do what *options* ask."""
