@@ -344,13 +344,13 @@ class Engine:
     def transcribe_many(self, requests: Sequence[Request]) -> list[Transcription]:
         """Transcribe several pieces of audio (live utterances of different streams)
         at once: what `transcribe` gives each, with the fitted windows of those
-        that can share a decode (`batchable`) encoded and decoded as one batch.
+        that can share a decode (`_fit_groups`) encoded and decoded as one batch.
 
-        A decode of a batch is one pass of the model for all of them, where one by
-        one each is a pass: on a GPU a batch of 8 costs little more than one, on a
-        CPU its decoder steps cost about three quarters of the singles'
-        (`bench/batch_cost.py`). A request whose fitted decode fails its checks is
-        decoded again on its own, the usual way."""
+        A batch is one pass of the model for all of its requests, where one by one
+        each is a pass: on a GPU a batch costs little more than one request; on 2
+        CPU cores a batch of 4 took 0.63 of the time of its requests one by one
+        with tiny.en and 0.83 with base (`bench/batch_cost.py`). A request whose
+        fitted decode fails its checks is decoded again on its own, the usual way."""
         fitted: list[Transcription | None] = [None] * len(requests)
         for group in self._fit_groups(requests):
             decoded = (
