@@ -23,7 +23,6 @@ goes in another group).
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from dataclasses import replace
@@ -54,11 +53,6 @@ def utterances(count: int) -> list[np.ndarray]:
         if len(found) == count:
             break
     return found
-
-
-def cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -94,14 +88,14 @@ def main() -> None:
         used = wall = 0.0
         for _ in range(2):
             texts = []
-            c, t = cpu(), time.monotonic()
+            c, t = time.process_time(), time.monotonic()
             for i in range(0, len(requests), size):
                 group = requests[i : i + size]
                 if size == 1:
                     texts.append(engine.transcribe(group[0].audio, group[0].options).text)
                 else:
                     texts.extend(r.text for r in engine.transcribe_many(group))
-            used, wall = used + (cpu() - c) / 2, wall + (time.monotonic() - t) / 2
+            used, wall = used + (time.process_time() - c) / 2, wall + (time.monotonic() - t) / 2
         if size == 1:
             alone, base_cpu, base_wall = texts, used, wall
         same = sum(normalize(a) == normalize(b) for a, b in zip(alone, texts, strict=True))

@@ -219,17 +219,19 @@ class Engine:
         every window once (`engine.lanes`), so a few; a GPU runs a batch for little
         more than one window. On a CPU, no more than the memory allows
         (`memory_cap`)."""
-        if self.device == "cuda":
-            return AUTO_BATCH_GPU
-        return min(AUTO_BATCH_CPU, self._memory_cap or AUTO_BATCH_CPU)
+        return self._batch_size(AUTO_BATCH_CPU, AUTO_BATCH_GPU)
 
     @property
     def live_batch(self) -> int:
         """Live jobs of different streams the scheduler hands over in one call
         (`transcribe_many`) at most; on a CPU, no more than the memory allows."""
+        return self._batch_size(LIVE_BATCH_CPU, LIVE_BATCH_GPU)
+
+    def _batch_size(self, cpu: int, gpu: int) -> int:
+        """*gpu* on a GPU; on a CPU *cpu*, or fewer if the memory holds fewer."""
         if self.device == "cuda":
-            return LIVE_BATCH_GPU
-        return min(LIVE_BATCH_CPU, self._memory_cap or LIVE_BATCH_CPU)
+            return gpu
+        return min(cpu, self._memory_cap or cpu)
 
     @property
     def window_bytes(self) -> float:
