@@ -15,10 +15,11 @@ Here:
 * The speech is found with the same Silero VAD as faster-whisper's ``vad_filter``
   (without it, the audio is cut at its quietest points) and packed into windows
   of at most `WINDOW` seconds that end at a pause (`plan`).
-* The windows are dealt into up to *lanes* runs of consecutive windows. Step by
-  step, the next window of every lane is encoded and decoded in one batch, each
-  with the text its lane decoded so far as Whisper's previous text: only the
-  first window of each lane starts without context.
+* The windows are dealt into as many runs of consecutive windows, *lanes*, as
+  the batch and the windows allow (`deal`). Step by step, the next window of
+  every lane is encoded and decoded in one batch, each with the text its lane
+  decoded so far as Whisper's previous text: only the first window of each lane
+  starts without context.
 * A window decoded text only is checked as faster-whisper checks a decode
   (compression ratio, average log-probability, no-speech probability) and
   decoded again at the next temperature of the fallback, batched with the other
@@ -44,9 +45,11 @@ from livewhisper.transcript import Segment, Word
 
 #: Seconds of speech in one window at most: Whisper's own window.
 WINDOW = 30.0
-#: A lane holds at least this many seconds of speech: its first window is decoded
-#: without the text before it, so many short lanes cost accuracy.
-LANE_MIN = 60.0
+#: A window may end at a pause this long (seconds). faster-whisper's VAD cuts at
+#: pauses of 2 s: a stretch of speech with no such pause that does not fit in what
+#: is left of a window leaves that window part empty, and each window costs a full
+#: 30 s encoding. Shorter pauses fill the windows and still fall between phrases.
+PAUSE = 0.5
 #: A segment ends after a word that ends a sentence, or before a pause this long.
 SEGMENT_PAUSE = 1.0
 #: A segment that runs this long ends at its next word that ends a clause.
@@ -54,6 +57,10 @@ SEGMENT_LONG = 12.0
 #: Tokens of previous text a window is given at most (faster-whisper gives up to
 #: 223): the words just before matter most, and a long prompt slows every step.
 PREVIOUS_TOKENS = 223
+#: A word aligned over this many seconds covers speech its window's text left out:
+#: decoding text only, Whisper now and then skips the start of a window, or stops
+#: before its end. With the VAD, no pause in a window is much over a second.
+LOST = 3.0
 #: faster-whisper's: a decode at a temperature above this does not pass its text on.
 PROMPT_RESET_TEMPERATURE = 0.5
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
@@ -90,6 +97,22 @@ class Window:
                 return i
         return len(self.parts) - 1
 
+    def lost(self) -> list[tuple[float, float, int, int]]:
+        """The stretches of the window its words leave out, as ``(start, end, first,
+        last)``: times in the window and the words ``[first:last]`` aligned over
+        them (each `LOST` seconds or longer; none for the end after the last word)."""
+        words, spans, i = self.words, [], 0
+        while i < len(words):
+            j = i
+            while j < len(words) and words[j]["end"] - words[j]["start"] >= LOST:
+                j += 1
+            if j > i:
+                spans.append((float(words[i]["start"]), float(words[j - 1]["end"]), i, j))
+            i = j + 1
+        if words and self.seconds - words[-1]["end"] >= LOST:
+            spans.append((float(words[-1]["end"]), self.seconds, len(words), len(words)))
+        return spans
+
 
 def plan(audio: np.ndarray, vad_filter: bool) -> list[Window]:
     """The windows of *audio*: its speech (Silero VAD, as faster-whisper's
@@ -107,9 +130,11 @@ def plan(audio: np.ndarray, vad_filter: bool) -> list[Window]:
         return out
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    # faster-whisper's own VAD settings, with no stretch of speech longer than a
-    # window (a longer one is split at its quietest moment by the VAD).
-    chunks = get_speech_timestamps(audio, VadOptions(max_speech_duration_s=WINDOW))
+    # faster-whisper's own VAD settings, except that speech is cut at shorter
+    # pauses (`PAUSE`) and no stretch is longer than a window (a longer one is
+    # split at its quietest moment by the VAD).
+    options = VadOptions(max_speech_duration_s=WINDOW, min_silence_duration_ms=int(PAUSE * 1000))
+    chunks = get_speech_timestamps(audio, options)
     windows = []
     pieces: list[np.ndarray] = []
     parts: list[tuple[float, float, float]] = []
@@ -128,16 +153,20 @@ def plan(audio: np.ndarray, vad_filter: bool) -> list[Window]:
 
 
 def deal(windows: list[Window], lanes: int) -> list[list[int]]:
-    """Window indexes in up to *lanes* runs of consecutive windows of about equal
-    speech, each of about `LANE_MIN` or more (a lane ends at a whole window)."""
-    total = sum(w.seconds for w in windows)
-    lanes = max(1, min(lanes, int(total // LANE_MIN), len(windows)))
-    runs: list[list[int]] = [[] for _ in range(lanes)]
-    done = 0.0
-    for i, w in enumerate(windows):
-        lane = min(lanes - 1, int(done / total * lanes)) if total else 0
-        runs[lane].append(i)
-        done += w.seconds
+    """Window indexes in up to *lanes* runs of consecutive windows, as many as
+    there are windows, their lengths differing by one window at most.
+
+    Every step decodes one window of each lane and costs about the same whatever
+    the windows hold (the encoder always sees 30 s), so the fewest steps is the
+    fastest. Each lane's first window starts without the text before it; measured
+    on continuous speech, that costs no accuracy (docs/benchmarks.md)."""
+    lanes = max(1, min(lanes, len(windows)))
+    size, extra = divmod(len(windows), lanes)
+    runs, start = [], 0
+    for lane in range(lanes):
+        end = start + size + (lane < extra)
+        runs.append(list(range(start, end)))
+        start = end
     return [r for r in runs if r]
 
 
@@ -186,9 +215,12 @@ class LaneDecoder:
         prompt = self.options.initial_prompt
         return self.tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
 
-    def _decode(self, windows: list[Window], histories: list[list[int]]) -> None:
+    def _decode(
+        self, windows: list[Window], histories: list[list[int]], recover: bool = True
+    ) -> None:
         """Decode *windows* as one batch (each with its previous text), then those
-        that look like failures again at the next temperatures; align the text."""
+        that look like failures again at the next temperatures; align the text;
+        then, with *recover*, decode again what the text left out (`_recover`)."""
         import ctranslate2
         from faster_whisper.audio import pad_or_trim
 
@@ -235,6 +267,36 @@ class LaneDecoder:
                 ratio,
             )
         self._align(windows, encoded)
+        if recover and self.options.vad_filter:
+            self._recover(windows, histories)
+
+    def _recover(self, windows: list[Window], histories: list[list[int]]) -> None:
+        """Decode the speech the windows' text left out (`Window.lost`) again, each
+        stretch on its own with the text before it, all in one batch, and put its
+        words in place of the words aligned over it. A stretch that gives no words
+        (it held no speech after all) leaves the window as it was."""
+        cuts: list[tuple[Window, float, int, int]] = []
+        pieces, before = [], []
+        for w, history in zip(windows, histories, strict=True):
+            for start, end, first, last in w.lost():
+                audio = w.audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+                pieces.append(Window(audio, [(0.0, len(audio) / SAMPLE_RATE, 0.0)]))
+                before.append([*history, *(t for x in w.words[:first] for t in x["tokens"])])
+                cuts.append((w, start, first, last))
+        if not pieces:
+            return
+        self._decode(pieces, before, recover=False)
+        changed = []
+        for piece, (w, start, first, last) in reversed(list(zip(pieces, cuts, strict=True))):
+            if piece.silent or not piece.words:
+                continue
+            shifted = [
+                {**x, "start": x["start"] + start, "end": x["end"] + start} for x in piece.words
+            ]
+            w.words[first:last] = shifted  # from the last stretch back: indexes hold
+            changed.append(w)
+        for w in changed:
+            w.tokens = [t for x in w.words for t in x["tokens"]]
 
     def _generate(
         self, encoded: np.ndarray, histories: list[list[int]], temperature: float
@@ -290,26 +352,29 @@ class LaneDecoder:
 
     def _align(self, windows: list[Window], encoded: np.ndarray) -> None:
         """The words of each window with their times in the window (faster-whisper's
-        alignment of text tokens against the encoding)."""
+        alignment of text tokens against the encoding), the batch in one call."""
         import ctranslate2
         from faster_whisper.transcribe import merge_punctuations
 
         from livewhisper.engine.local import APPEND_PUNCTUATION, PREPEND_PUNCTUATION
 
-        for w, enc in zip(windows, encoded, strict=True):
-            text = [t for t in w.tokens if t < self.tokenizer.eot]
-            if not text or w.silent:
-                w.words = []
-                continue
-            timed = self.whisper.find_alignment(
-                self.tokenizer,
-                [text],
-                ctranslate2.StorageView.from_array(np.ascontiguousarray(enc[None])),
-                math.ceil(w.seconds * 100),
-            )
-            timed = timed[0] if timed else []
-            merge_punctuations(timed, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
-            w.words = [t for t in timed if t["word"]]
+        texts = [[t for t in w.tokens if t < self.tokenizer.eot] for w in windows]
+        spoken = [i for i, w in enumerate(windows) if texts[i] and not w.silent]
+        for w in windows:
+            w.words = []
+        if not spoken:
+            return
+        # faster-whisper's alignment passes the frame counts on to CTranslate2's,
+        # which takes one per window of the batch.
+        timed = self.whisper.find_alignment(
+            self.tokenizer,
+            [texts[i] for i in spoken],
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[spoken])),
+            [math.ceil(windows[i].seconds * 100) for i in spoken],
+        )
+        for i, words in zip(spoken, timed, strict=True):
+            merge_punctuations(words, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
+            windows[i].words = [t for t in words if t["word"]]
 
 
 def segments_of(window: Window, options: TranscribeOptions, offset: float) -> list[Segment]:
