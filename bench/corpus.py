@@ -64,7 +64,7 @@ ASTERISK = {
     "ru": ("ru_RU_f_IvrvoiceRU", "CC-BY-3.0", "Maxim Topal / IVR voice RU (female, Russian)"),
 }
 #: Long items: language -> target lengths in seconds.
-LONG = {"en": (60, 180), "es": (60,), "fr": (60,), "it": (60,), "ru": (60,)}
+LONG = {"en": (60, 180, 240), "es": (60,), "fr": (60,), "it": (60,), "ru": (60,)}
 PAUSE = (0.3, 1.5)
 
 
@@ -448,7 +448,7 @@ seconds from the start of the file.
 WHAT = {
     "asterisk": "telephone prompts: {speaker}, 8 kHz originals upsampled",
     "praatio_en": "two short read sentences (one male speaker), word-level TextGrids",
-    "long": "joined prompts, about 60 s per language and 180 s of English",
+    "long": "joined prompts, about 60 s per language, and 180 s and 240 s of English",
 }
 
 
