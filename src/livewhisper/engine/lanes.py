@@ -99,8 +99,9 @@ class Window:
 
     def lost(self) -> list[tuple[float, float, int, int]]:
         """The stretches of the window its words leave out, as ``(start, end, first,
-        last)``: times in the window and the words ``[first:last]`` aligned over
-        them (each `LOST` seconds or longer; none for the end after the last word)."""
+        last)``: times in the window, and the words ``[first:last]`` aligned over
+        the stretch, each `LOST` seconds or longer (no words for a stretch after
+        the last word)."""
         words, spans, i = self.words, [], 0
         while i < len(words):
             j = i
