@@ -159,6 +159,17 @@ def test_segment_times_come_back_through_the_vad_cuts() -> None:
     assert all(s.words == () for s in plain)
 
 
+def test_a_title_does_not_end_a_segment() -> None:
+    w = window(6.0)
+    spoken = [" And", " Mr.", " John", " Dashwood", " left.", " Dr.", " Lee", " stayed."]
+    w.words = [
+        {"word": x, "start": 0.6 * i, "end": 0.6 * i + 0.5, "probability": 0.9}
+        for i, x in enumerate(spoken)
+    ]
+    segments = lanes.segments_of(w, TranscribeOptions(), offset=0.0)
+    assert [s.text for s in segments] == ["And Mr. John Dashwood left.", "Dr. Lee stayed."]
+
+
 class RecordingModel:
     """Stands in for CTranslate2's Whisper in `LaneDecoder._generate`: it keeps the
     prompts of each call and answers one end-of-text token each."""

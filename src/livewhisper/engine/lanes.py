@@ -64,6 +64,10 @@ LOST = 3.0
 #: faster-whisper's: a decode at a temperature above this does not pass its text on.
 PROMPT_RESET_TEMPERATURE = 0.5
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
+#: Titles written with a full stop before a name: "Mr. Dashwood" is one sentence.
+TITLES = frozenset(
+    "mr. mrs. ms. mx. dr. prof. st. mt. messrs. sr. sra. srta. dra. mme. mlle. hr. fr.".split()
+)
 CLAUSE_END = (",", ";", ":", "，", "、")
 
 
@@ -416,7 +420,7 @@ def segments_of(window: Window, options: TranscribeOptions, offset: float) -> li
 def _ends(group: list[Word], next_word: Word) -> bool:
     """Whether a segment of *group* ends before *next_word*."""
     last = group[-1].word.strip()
-    if last.endswith(SENTENCE_END):
+    if last.endswith(SENTENCE_END) and last.lower() not in TITLES:
         return True
     if next_word.start - group[-1].end >= SEGMENT_PAUSE:
         return True
