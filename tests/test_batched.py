@@ -33,14 +33,11 @@ MAX_WER = 0.15
 
 
 @pytest.fixture(scope="module")
-def long_speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float]:
+def long_speech(
+    tmp_path_factory: pytest.TempPathFactory, references: dict[str, str]
+) -> tuple[Path, str, float]:
     """A WAV of the pieces with 1.2 s of silence between them, its reference, and
     its duration."""
-    references = dict(
-        line.split("\t", 1)
-        for line in (DATA / "transcripts.tsv").read_text(encoding="utf-8").splitlines()
-        if "\t" in line
-    )
     gap = np.zeros(int(1.2 * SAMPLE_RATE), np.float32)
     audio = np.concatenate([x for name in PIECES for x in (read_all(DATA / name), gap)])
     path = write_wav(tmp_path_factory.mktemp("long") / "long.wav", audio)
@@ -225,18 +222,15 @@ def test_batch_size_must_be_a_number_or_auto() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("skipped", ["first", "last"])
-def test_speech_a_decode_left_out_is_decoded_again(engine: Any, skipped: str) -> None:
+def test_speech_a_decode_left_out_is_decoded_again(
+    engine: Any, references: dict[str, str], skipped: str
+) -> None:
     # Two real utterances in one window. Whisper decoding text only now and then
     # skips the start of a window or stops early; that is made to happen here by
     # giving the window the text of one utterance only, then the real alignment
     # and the real decode of what it left out run.
     from faster_whisper.tokenizer import Tokenizer
 
-    references = dict(
-        line.split("\t", 1)
-        for line in (DATA / "transcripts.tsv").read_text(encoding="utf-8").splitlines()
-        if "\t" in line
-    )
     names = ["jfk.flac", "librivox_sense_and_sensibility_01_austen_64kb-0880.flac"]
     pause = np.zeros(SAMPLE_RATE // 2, np.float32)
     audio = np.concatenate([read_all(DATA / names[0]), pause, read_all(DATA / names[1])])
@@ -246,15 +240,7 @@ def test_speech_a_decode_left_out_is_decoded_again(engine: Any, skipped: str) ->
     decoder = lanes.LaneDecoder(model, tokenizer, TranscribeOptions(language="en"))
     kept = references[names[1] if skipped == "first" else names[0]]
     w.tokens = tokenizer.encode(" " + kept)
-    features = model.feature_extractor(audio)[:, :-1]
-    import ctranslate2
-    from faster_whisper.audio import pad_or_trim
-
-    encoded = model.model.encode(
-        ctranslate2.StorageView.from_array(np.ascontiguousarray(pad_or_trim(features)[None])),
-        to_cpu=True,
-    )
-    decoder._align([w], np.asarray(encoded))
+    decoder._align([w], decoder._encode([w]))
     assert w.lost()  # the utterance without text shows as lost
     decoder._recover([w], [[]])
     text = "".join(x["word"] for x in w.words)

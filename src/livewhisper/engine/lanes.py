@@ -226,15 +226,7 @@ class LaneDecoder:
         """Decode *windows* as one batch (each with its previous text), then those
         that look like failures again at the next temperatures; align the text;
         then, with *recover*, decode again what the text left out (`_recover`)."""
-        import ctranslate2
-        from faster_whisper.audio import pad_or_trim
-
-        extractor = self.whisper.feature_extractor
-        features = np.stack([pad_or_trim(extractor(w.audio)[:, :-1]) for w in windows])
-        encoded = self.whisper.model.encode(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=True
-        )
-        encoded = np.asarray(encoded)
+        encoded = self._encode(windows)
         pending = list(range(len(windows)))
         tried: list[list[tuple[list[int], float, float, float, float]]] = [[] for _ in windows]
         for temperature in self.options.temperature:
@@ -274,6 +266,19 @@ class LaneDecoder:
         self._align(windows, encoded)
         if recover and self.options.vad_filter:
             self._recover(windows, histories)
+
+    def _encode(self, windows: list[Window]) -> np.ndarray:
+        """The encoder's output for *windows*, each padded to Whisper's 30 s, as one
+        batch."""
+        import ctranslate2
+        from faster_whisper.audio import pad_or_trim
+
+        extractor = self.whisper.feature_extractor
+        features = np.stack([pad_or_trim(extractor(w.audio)[:, :-1]) for w in windows])
+        encoded = self.whisper.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=True
+        )
+        return np.asarray(encoded)
 
     def _recover(self, windows: list[Window], histories: list[list[int]]) -> None:
         """Decode the speech the windows' text left out (`Window.lost`) again, each
