@@ -253,6 +253,37 @@ def test_speech_a_decode_left_out_is_decoded_again(
 
 
 @pytest.mark.slow
+def test_windows_encoded_and_aligned_one_by_one_match_one_batch(
+    engine: Any, long_speech: tuple[Path, str, float]
+) -> None:
+    # On a CPU the encoder and the alignment take a step's windows one at a time
+    # (faster there), on a GPU all at once: both must give the same encodings and
+    # the same words at the same times. Both ways run here, on the CPU.
+    from faster_whisper.tokenizer import Tokenizer
+
+    model = engine._model
+    tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
+    windows = lanes.plan(read_all(long_speech[0]), vad_filter=True)[:3]
+    decoder = lanes.LaneDecoder(model, tokenizer, TranscribeOptions(language="en"))
+    assert not decoder.on_gpu and len(decoder._parts(3)) == 3
+    decoder._decode(windows, [[] for _ in windows])  # the text
+    alone = decoder._encode(windows)
+    decoder._align(windows, alone)
+    words = [list(w.words) for w in windows]
+
+    decoder.on_gpu = True  # the whole batch in one call, as on a GPU
+    assert decoder._parts(3) == [slice(0, 3)]
+    together = decoder._encode(windows)
+    assert together.shape == alone.shape == (3, 1500, 384)
+    assert np.abs(together - alone).max() <= 0.05 * np.abs(alone).max()
+    decoder._align(windows, together)
+    for before, w in zip(words, windows, strict=True):
+        assert [x["word"] for x in w.words] == [x["word"] for x in before]
+        starts = np.array([x["start"] for x in w.words])
+        assert np.abs(starts - [x["start"] for x in before]).max() <= 0.1
+
+
+@pytest.mark.slow
 def test_lanes_keep_every_word_once(
     engine: Any, long_speech: tuple[Path, str, float], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,8 +50,12 @@ WINDOW_SHARE = 0.75
 #: the prompts of a batch equally long, so the longer ones lose their oldest words).
 CONTEXT_SHARE = 0.75
 
-#: `Engine.auto_batch_size` on each kind of device.
-AUTO_BATCH_CPU = 4
+#: `Engine.auto_batch_size` on each kind of device. On a CPU a generation step
+#: costs much the same for 4 windows as for 8 (measured on 2 cores: 16 windows
+#: generated 8 at a time took 0.77 of the time 4 at a time did with tiny.en, 0.80
+#: with base; 16 at a time, 0.75 and 0.77), while the encoder and the alignment
+#: take the windows one by one (`engine.lanes`): fewer steps, same work.
+AUTO_BATCH_CPU = 8
 AUTO_BATCH_GPU = 16
 #: `Engine.live_batch` on each kind of device.
 LIVE_BATCH_CPU = 4
@@ -59,9 +63,12 @@ LIVE_BATCH_GPU = 16
 #: Peak memory one more 30 s window in a batch costs on a CPU: `WINDOW_BYTES` plus
 #: `WINDOW_BYTES_PER_MODEL_BYTE` of the model file's size (its float16 weights).
 #: bench/batch_memory.py measured 68 MiB for tiny.en (a 72 MiB file) and 90 MiB
-#: for base (138 MiB); the line through them. It overestimates the larger models
-#: (what grows is mostly the encoder's attention, with the number of heads: about
-#: 135 MiB for small, 225 MiB for large), which errs on the side of memory.
+#: for base (138 MiB) when `file` encoded a step's windows as one batch; the line
+#: through them. Now that `file` encodes them one by one on a CPU, a window costs
+#: it 30 and 53 MiB, and the live batch 36 and 47, so the rule errs on the side of
+#: memory; more so for the larger models (what grows is mostly the encoder's
+#: attention, with the number of heads: about 135 MiB for small, 225 MiB for
+#: large, encoded as one batch).
 WINDOW_BYTES = 44 * 2**20
 WINDOW_BYTES_PER_MODEL_BYTE = 1 / 3
 #: The automatic batch sizes take at most this share of the memory available when
@@ -214,11 +221,11 @@ class Engine:
         return self.location.name
 
     def auto_batch_size(self) -> int:
-        """Windows decoded at a time when the user does not say: on a CPU a batch
-        costs about what its windows cost one by one, and the gain is in decoding
-        every window once (`engine.lanes`), so a few; a GPU runs a batch for little
-        more than one window. On a CPU, no more than the memory allows
-        (`memory_cap`)."""
+        """Windows decoded at a time when the user does not say: on a CPU the
+        encoder costs each window the same however many there are, but a generation
+        step costs little more for 8 windows than for 4 (`AUTO_BATCH_CPU`); a GPU
+        runs a whole batch for little more than one window. On a CPU, no more than
+        the memory allows (`memory_cap`)."""
         return self._batch_size(AUTO_BATCH_CPU, AUTO_BATCH_GPU)
 
     @property
