@@ -81,6 +81,39 @@ def test_without_vad_windows_are_cut_at_pauses_and_cover_the_audio() -> None:
         assert end % 1.2 >= 0.8
 
 
+def test_the_vad_on_parts_at_once_finds_the_same_speech(
+    long_speech: tuple[Path, str, float],
+) -> None:
+    # Real speech of 170 s: on 2 threads the VAD runs on two parts cut at a quiet
+    # moment near the middle, and finds the speech it finds on one.
+    from faster_whisper.vad import VadOptions
+
+    audio = read_all(long_speech[0])
+    options = VadOptions(max_speech_duration_s=lanes.WINDOW, min_silence_duration_ms=500)
+    whole = lanes.speech(audio, options, threads=1)
+    split = lanes.speech(audio, options, threads=2)
+    assert len(audio) / SAMPLE_RATE >= 2 * lanes.VAD_PART
+    for chunks in (whole, split):
+        edges = [x for c in chunks for x in (c["start"], c["end"])]
+        assert edges == sorted(edges) and 0 <= edges[0] and edges[-1] <= len(audio)
+
+    def mask(chunks: list[dict[str, int]]) -> np.ndarray:
+        speaking = np.zeros(len(audio), bool)
+        for c in chunks:
+            speaking[c["start"] : c["end"]] = True
+        return speaking
+
+    # The VAD starts afresh on the second part, which moves a few edges by a few
+    # of its 32 ms windows; no stretch of speech is lost or found only by one.
+    assert np.count_nonzero(mask(whole) != mask(split)) <= 0.005 * len(audio)
+    for one, other in ((whole, split), (split, whole)):
+        speaking = mask(other)
+        assert all(speaking[c["start"] : c["end"]].mean() > 0.5 for c in one)
+    assert lanes.speech(audio[: 60 * SAMPLE_RATE], options, threads=2) == lanes.speech(
+        audio[: 60 * SAMPLE_RATE], options, threads=1
+    )  # too short to cut
+
+
 def window(seconds: float, parts: list[tuple[float, float, float]] | None = None) -> Any:
     audio = np.zeros(int(seconds * SAMPLE_RATE), np.float32)
     return lanes.Window(audio, parts or [(0.0, seconds, 0.0)])
@@ -265,14 +298,14 @@ def test_windows_encoded_and_aligned_one_by_one_match_one_batch(
     tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
     windows = lanes.plan(read_all(long_speech[0]), vad_filter=True)[:3]
     decoder = lanes.LaneDecoder(model, tokenizer, TranscribeOptions(language="en"))
-    assert not decoder.on_gpu and len(decoder._parts(3)) == 3
+    assert not decoder.on_gpu and len(lanes.parts(3, decoder.on_gpu)) == 3
     decoder._decode(windows, [[] for _ in windows])  # the text
     alone = decoder._encode(windows)
     decoder._align(windows, alone)
     words = [list(w.words) for w in windows]
 
     decoder.on_gpu = True  # the whole batch in one call, as on a GPU
-    assert decoder._parts(3) == [slice(0, 3)]
+    assert lanes.parts(3, decoder.on_gpu) == [slice(0, 3)]
     together = decoder._encode(windows)
     assert together.shape == alone.shape == (3, 1500, 384)
     assert np.abs(together - alone).max() <= 0.05 * np.abs(alone).max()

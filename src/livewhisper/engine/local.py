@@ -18,7 +18,7 @@ from livewhisper.audio.pcm import SAMPLE_RATE, frame_energy, quietest
 from livewhisper.engine import models
 from livewhisper.engine.contract import FileInfo, Request, TranscribeOptions, Transcription
 from livewhisper.engine.guards import is_hallucination, repeats_itself
-from livewhisper.engine.lanes import LaneDecoder, deal, segments_of
+from livewhisper.engine.lanes import LaneDecoder, deal, encode, segments_of
 from livewhisper.engine.lanes import plan as lanes_plan
 from livewhisper.errors import ModelError
 from livewhisper.transcript import Segment, Word
@@ -458,13 +458,16 @@ class Engine:
             row[: len(r.audio)] = r.audio
         features = np.stack([model.feature_extractor(row)[:, : window * 100] for row in padded])
         # One request keeps its encoding where the model runs; several are taken
-        # apart, to be decoded in groups of equal prompt length and aligned one by one.
-        single = len(requests) == 1
-        encoded = model.model.encode(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=not single
-        )
-
-        held = None if single else np.asarray(encoded)
+        # apart, to be decoded in groups of equal prompt length and aligned one by
+        # one (and on a CPU encoded one by one: `lanes.parts`).
+        held = None
+        if len(requests) == 1:
+            encoded = model.model.encode(
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(features)), to_cpu=False
+            )
+        else:
+            held = encode(model.model, features, self.device == "cuda")
+            encoded = ctranslate2.StorageView.from_array(held)
 
         def encoding(rows: list[int]) -> Any:
             if held is None:
@@ -672,7 +675,7 @@ class Engine:
         tokenizer = Tokenizer(
             self._model.hf_tokenizer, self.multilingual, task=rest.task, language=language
         )
-        windows = lanes_plan(audio, rest.vad_filter)
+        windows = lanes_plan(audio, rest.vad_filter, self.options.threads or os.cpu_count() or 1)
         runs = deal(windows, lanes)
         prompt = first.initial_prompt
         previous = tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
