@@ -15,7 +15,7 @@ per repeat, the order rotated by one every repeat (1 2 3, then 2 3 1, 3 1 2, ...
     (default 8).
 ``lw``
     ``python -m livewhisper file --model M --format json --threads N PATH``, as a
-    user types it (batch size auto: 4 on a CPU).
+    user types it (batch size auto: 16, fewer on a CPU short of memory).
 ``lw-bB``
     the same with ``--batch-size B``, for each B of ``--batch-sizes`` (default
     1,2,4,8; 1 decodes window after window, as ``plain`` does).

@@ -98,8 +98,8 @@ def _plan_outputs(inputs: list[str], fmt: str, output: str | None) -> Callable[[
     metavar="N|auto",
     callback=lambda _ctx, _param, value: _batch_size(value),
     help="Decode long audio in windows cut at pauses, up to N at a time (1: window "
-    "after window, as plain faster-whisper does). auto: 8 on a CPU (fewer where "
-    "memory is short), 16 on a GPU.",
+    "after window, as plain faster-whisper does). auto: 16 (on a CPU, fewer where "
+    "memory is short).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def file_command(

@@ -51,11 +51,12 @@ WINDOW_SHARE = 0.75
 CONTEXT_SHARE = 0.75
 
 #: `Engine.auto_batch_size` on each kind of device. On a CPU a generation step
-#: costs much the same for 4 windows as for 8 (measured on 2 cores: 16 windows
-#: generated 8 at a time took 0.77 of the time 4 at a time did with tiny.en, 0.80
-#: with base; 16 at a time, 0.75 and 0.77), while the encoder and the alignment
-#: take the windows one by one (`engine.lanes`): fewer steps, same work.
-AUTO_BATCH_CPU = 8
+#: costs much the same whatever the windows in it, and the windows little more
+#: (measured on 2 cores: 16 windows generated 4, 8 and 16 at a time took 1, 0.77
+#: and 0.75 of the time with tiny.en, 1, 0.80 and 0.77 with base), while the
+#: encoder and the alignment take them one by one (`engine.lanes`): the fewer the
+#: steps, the less time.
+AUTO_BATCH_CPU = 16
 AUTO_BATCH_GPU = 16
 #: `Engine.live_batch` on each kind of device.
 LIVE_BATCH_CPU = 4
@@ -222,9 +223,9 @@ class Engine:
 
     def auto_batch_size(self) -> int:
         """Windows decoded at a time when the user does not say: on a CPU the
-        encoder costs each window the same however many there are, but a generation
-        step costs little more for 8 windows than for 4 (`AUTO_BATCH_CPU`); a GPU
-        runs a whole batch for little more than one window. On a CPU, no more than
+        encoder costs each window the same however many there are, but the fewer
+        the generation steps, the less time (`AUTO_BATCH_CPU`); a GPU runs a whole
+        batch for little more than one window. On a CPU, no more than
         the memory allows (`memory_cap`)."""
         return self._batch_size(AUTO_BATCH_CPU, AUTO_BATCH_GPU)
 
