@@ -654,6 +654,11 @@ def test_caption_viewer_follows_a_session_and_the_local_microphone() -> None:
                 event = await recv_json(viewer)
                 assert event == {**event, "type": "partial", "text": "1 s", "session": sid}
                 await viewer.close()
+                # Its final comes once it stops: wait for it, or the "auto" viewer
+                # below (which follows every session while there is no local one)
+                # could get it first.
+                await ws.send(json.dumps({"type": "stop"}))
+                await recv_until(ws, "stopped")
 
             with pytest.raises(InvalidStatus):
                 await connect(ws_url(server, "/nope"))
