@@ -64,12 +64,10 @@ LIVE_BATCH_GPU = 16
 #: Peak memory one more 30 s window in a batch costs on a CPU: `WINDOW_BYTES` plus
 #: `WINDOW_BYTES_PER_MODEL_BYTE` of the model file's size (its float16 weights).
 #: bench/batch_memory.py measured 68 MiB for tiny.en (a 72 MiB file) and 90 MiB
-#: for base (138 MiB) when `file` encoded a step's windows as one batch; the line
-#: through them. Now that `file` encodes them one by one on a CPU, a window costs
-#: it 30 and 53 MiB, and the live batch 36 and 47, so the rule errs on the side of
-#: memory; more so for the larger models (what grows is mostly the encoder's
-#: attention, with the number of heads: about 135 MiB for small, 225 MiB for
-#: large, encoded as one batch).
+#: for base (138 MiB) when a batch was encoded in one call; the line through them.
+#: Encoded one window at a time, as they are now on a CPU (`lanes.encode`), a
+#: window costs `file` 31 and 54 MiB and the live batch 19 and 33: the rule errs
+#: on the side of memory.
 WINDOW_BYTES = 44 * 2**20
 WINDOW_BYTES_PER_MODEL_BYTE = 1 / 3
 #: The automatic batch sizes take at most this share of the memory available when
