@@ -434,16 +434,15 @@ class LaneDecoder:
             return
         # faster-whisper's alignment passes the frame counts on to CTranslate2's,
         # which takes one per window of the batch.
-        timed = [
-            words
-            for part in parts(len(spoken), self.on_gpu)
-            for words in self.whisper.find_alignment(
+        timed: list[list[dict[str, Any]]] = []
+        for part in parts(len(spoken), self.on_gpu):
+            rows = spoken[part]
+            timed += self.whisper.find_alignment(
                 self.tokenizer,
-                [texts[i] for i in spoken[part]],
-                ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[spoken[part]])),
-                [math.ceil(windows[i].seconds * 100) for i in spoken[part]],
+                [texts[i] for i in rows],
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[rows])),
+                [math.ceil(windows[i].seconds * 100) for i in rows],
             )
-        ]
         for i, words in zip(spoken, timed, strict=True):
             merge_punctuations(words, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
             windows[i].words = [t for t in words if t["word"]]
